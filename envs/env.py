@@ -1,0 +1,106 @@
+"""The gymnasium environment: one task of the suite, with every task's reward in ``info``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from robocds.envs.actions import NUM_ACTIONS, WRIST_DELTAS, Action
+from robocds.envs.arm import GRASP_POINT_OFFSET, KukaGripperArm
+from robocds.envs.camera import Camera
+from robocds.envs.scene import TabletopScene
+from robocds.envs.tasks import TASK_NAMES, TASKS, get_task
+from robocds.envs.tasks.base import HOVER_WRIST_Z
+
+# Keys of ``info`` (the dataset schema stores these per step).
+INFO_TASK_REWARDS = "task_rewards"  # float32 [num_tasks]: reward of every task of the suite
+INFO_TASK_SUCCESSES = "task_successes"  # bool [num_tasks]: success of every task of the suite
+INFO_SUCCESS = "is_success"  # bool: this env's own task succeeded (gymnasium/SB3 convention)
+
+HOME_GRASP_POINT_XY = (0.56, 0.0)  # every episode starts with the gripper open over the table centre
+PROPRIO_DIM = 4  # grasp point xyz (metres) and fingertip gap (metres)
+
+
+class ManipulationEnv(gym.Env):
+    """A KUKA arm over a table with three objects and two target zones, solving one named task.
+
+    Observation: ``{"image": uint8 [size, size, 3], "proprio": float32 [4]}`` where proprio is the
+    grasp point (midway between the fingertips) in world metres and the fingertip gap in metres.
+    Action: ``Discrete(8)``, see ``robocds.envs.actions``. Reward: 1.0 on the step the task is
+    solved (the episode then terminates), else 0.0. ``info`` holds every task's reward and success
+    computed from the same simulator state, so a transition can be relabeled for any task.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+
+    def __init__(
+        self,
+        task: str,
+        image_size: int = 64,
+        max_steps: int = 40,
+        renderer: str = "tiny",
+        substeps: int = 24,
+        render_mode: str | None = None,
+    ) -> None:
+        if max_steps < 1:
+            raise ValueError(f"max_steps={max_steps}: must be >= 1")
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode={render_mode!r}: only 'rgb_array' is supported")
+        self.task = get_task(task)
+        self.task_id = TASK_NAMES.index(task)
+        self.max_steps = max_steps
+        self.render_mode = render_mode
+        self.scene = TabletopScene(substeps=substeps)
+        self.camera = Camera(self.scene.client, image_size, renderer)
+        self.observation_space = gym.spaces.Dict(
+            {
+                "image": gym.spaces.Box(0, 255, (image_size, image_size, 3), np.uint8),
+                "proprio": gym.spaces.Box(-np.inf, np.inf, (PROPRIO_DIM,), np.float32),
+            }
+        )
+        self.action_space = gym.spaces.Discrete(NUM_ACTIONS)
+        self._steps = 0
+        self._frame: np.ndarray | None = None
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        home_xy = np.asarray(HOME_GRASP_POINT_XY) - GRASP_POINT_OFFSET[:2]
+        self.scene.reset(self.np_random, np.array([*home_xy, HOVER_WRIST_Z]))
+        self._steps = 0
+        obs, info = self._observe()
+        return obs, info
+
+    def step(self, action):
+        if not self.action_space.contains(action):
+            raise ValueError(f"action={action!r}: expected an int in [0, {NUM_ACTIONS})")
+        action = Action(int(action))
+        arm: KukaGripperArm = self.scene.arm
+        finger = {Action.CLOSE: 0.0, Action.OPEN: arm.OPEN_ANGLE}.get(action)
+        arm.command(WRIST_DELTAS[action], finger)
+        self.scene.step_physics()
+        self._steps += 1
+        obs, info = self._observe()
+        terminated = bool(info[INFO_SUCCESS])
+        truncated = self._steps >= self.max_steps and not terminated
+        return obs, float(info[INFO_TASK_REWARDS][self.task_id]), terminated, truncated, info
+
+    def render(self) -> np.ndarray | None:
+        if self.render_mode == "rgb_array":
+            return self._frame
+        return None
+
+    def close(self) -> None:
+        self.scene.close()
+
+    def _observe(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        state = self.scene.state()
+        successes = np.array([task.success(state) for task in TASKS], dtype=bool)
+        self._frame = self.camera.render()
+        proprio = np.array([*state.grasp_point, state.finger_gap], dtype=np.float32)
+        info = {
+            INFO_TASK_REWARDS: successes.astype(np.float32),
+            INFO_TASK_SUCCESSES: successes,
+            INFO_SUCCESS: bool(successes[self.task_id]),
+        }
+        return {"image": self._frame, "proprio": proprio}, info
