@@ -2,15 +2,15 @@
 
 Each action is one fixed end-effector motion (position-controlled through IK) or a gripper
 command; the arm holds its target between actions. One action lasts ``substeps`` physics steps
-(0.1 s at 240 Hz by default).
+(0.1 s: 12 steps at 120 Hz by default).
 
 ===  ========  ==============================================
 id   name      effect
 ===  ========  ==============================================
 0    x+        wrist target 4 cm away from the arm's base
 1    x-        wrist target 4 cm towards the arm's base
-2    y+        wrist target 4 cm to the left (towards the left zone)
-3    y-        wrist target 4 cm to the right (towards the right zone)
+2    y+        wrist target 4 cm to the left (towards the blue zone)
+3    y-        wrist target 4 cm to the right (towards the purple zone)
 4    up        wrist target 4 cm up
 5    down      wrist target 4 cm down
 6    close     close the fingers (a few newtons: objects are held by friction)

@@ -23,7 +23,7 @@ class Camera:
         self.client = client
         self.size = size
         self.view = client.computeViewMatrixFromYawPitchRoll(
-            cameraTargetPosition=[0.57, 0.0, 0.08], distance=0.62, yaw=90.0, pitch=-52.0, roll=0.0, upAxisIndex=2
+            cameraTargetPosition=[0.55, 0.0, 0.04], distance=0.6, yaw=90.0, pitch=-60.0, roll=0.0, upAxisIndex=2
         )
         self.projection = client.computeProjectionMatrixFOV(fov=55.0, aspect=1.0, nearVal=0.05, farVal=2.0)
         if renderer == "egl":

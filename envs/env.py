@@ -40,7 +40,7 @@ class ManipulationEnv(gym.Env):
         image_size: int = 64,
         max_steps: int = 40,
         renderer: str = "tiny",
-        substeps: int = 24,
+        substeps: int = 12,
         render_mode: str | None = None,
     ) -> None:
         if max_steps < 1:

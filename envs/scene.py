@@ -14,7 +14,7 @@ import pybullet_data
 from pybullet_utils.bullet_client import BulletClient
 from robocds.envs.arm import FINGER_LINKS, GRASP_POINT_OFFSET, ArmLimits, KukaGripperArm
 
-PHYSICS_HZ = 240
+PHYSICS_HZ = 120
 
 
 @dataclass(frozen=True)
@@ -51,8 +51,9 @@ OBJECTS: tuple[ObjectSpec, ...] = (
     ObjectSpec("block", "box", (0.02, 0.02, 0.04), (0.95, 0.8, 0.1, 1.0)),
 )
 ZONES: tuple[ZoneSpec, ...] = (
-    ZoneSpec("left", (0.56, 0.21), 0.06, (0.25, 0.35, 0.95, 1.0)),
-    ZoneSpec("right", (0.56, -0.21), 0.06, (0.75, 0.3, 0.85, 1.0)),
+    # Named by colour, not side: "left" of the robot is the right of the camera image.
+    ZoneSpec("blue", (0.56, 0.21), 0.06, (0.2, 0.35, 0.95, 1.0)),
+    ZoneSpec("purple", (0.56, -0.21), 0.06, (0.65, 0.25, 0.8, 1.0)),
 )
 
 # Objects spawn in the middle band of the table, clear of both zones and of each other.
@@ -92,7 +93,7 @@ class SceneState:
 class TabletopScene:
     """Owns one PyBullet physics client; many scenes can live in one process."""
 
-    def __init__(self, substeps: int = 24, arm_limits: ArmLimits = ArmLimits()) -> None:
+    def __init__(self, substeps: int = 12, arm_limits: ArmLimits = ArmLimits()) -> None:
         self.client = BulletClient(connection_mode=pybullet.DIRECT)
         self.substeps = substeps
         c = self.client
@@ -101,6 +102,8 @@ class TabletopScene:
         c.setTimeStep(1.0 / PHYSICS_HZ)
         c.setPhysicsEngineParameter(deterministicOverlappingPairs=1)
         self.plane = c.loadURDF("plane.urdf")
+        # A plain grey table: the checker texture's edges would be the most salient thing in a 64 px frame.
+        c.changeVisualShape(self.plane, -1, textureUniqueId=-1, rgbaColor=[0.72, 0.72, 0.7, 1.0])
         self.arm = KukaGripperArm(c, arm_limits)
         self.objects = [self._make_object(spec) for spec in OBJECTS]
         for zone in ZONES:

@@ -9,6 +9,8 @@ from robocds.envs.scene import ZONES, SceneState
 from robocds.envs.tasks.base import HOVER_WRIST_Z, Task, grasp_action, move_towards
 
 RESTING_HEIGHT = 0.01  # an object whose bottom is below this (metres) rests on the table
+# Carrying height: one step above hover, so a held object clears the tallest object (8 cm block).
+CARRY_WRIST_Z = HOVER_WRIST_Z + STEP_Z
 
 
 class PlaceTask(Task):
@@ -35,9 +37,9 @@ class PlaceTask(Task):
         grasp = grasp_action(state, self.object_index, error)
         if grasp is not None:
             return grasp
-        # Holding it: carry it at hover height over the zone, lower it one step, let go. The object
+        # Holding it: carry it at carrying height over the zone, lower it, let go. The object
         # swings a little in the fingers, so steer by the grasp target; the zone is wide enough.
         lateral = move_towards(np.asarray(self.zone.center) + error, state.grasp_target[:2])
         if lateral is None:
             return Action.DOWN if state.wrist_target[2] > GRASP_WRIST_Z + STEP_Z * 1.5 else Action.OPEN
-        return Action.UP if state.wrist_target[2] < HOVER_WRIST_Z - STEP_Z / 2 else lateral
+        return Action.UP if state.wrist_target[2] < CARRY_WRIST_Z - STEP_Z / 2 else lateral

@@ -1,0 +1,62 @@
+"""Turning frames into things people look at: mp4 videos and contact-sheet PNGs."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import imageio.v2 as imageio
+import numpy as np
+
+
+def upscale(frame: np.ndarray, size: int) -> np.ndarray:
+    """Nearest-neighbour resize of a uint8 [H, W, 3] frame to [size, size, 3] (keeps pixels crisp)."""
+    return cv2.resize(frame, (size, size), interpolation=cv2.INTER_NEAREST)
+
+
+def label(frame: np.ndarray, text: str, color: tuple[int, int, int] = (255, 255, 255)) -> np.ndarray:
+    """A copy of ``frame`` with ``text`` drawn in its top-left corner over a dark band."""
+    out = frame.copy()
+    height = max(10, out.shape[0] // 12)
+    out[:height] = (out[:height] * 0.35).astype(np.uint8)
+    cv2.putText(out, text, (2, height - 3), cv2.FONT_HERSHEY_SIMPLEX, height / 30, color, 1, cv2.LINE_AA)
+    return out
+
+
+def write_video(path: str | Path, frames: Sequence[np.ndarray], fps: int = 10, size: int = 256) -> Path:
+    """Write uint8 [H, W, 3] frames as an H.264 mp4, upscaled to ``size``; atomic (temp file + rename)."""
+    if not frames:
+        raise ValueError(f"{path}: no frames to write")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    with imageio.get_writer(tmp, fps=fps, codec="libx264", macro_block_size=1, ffmpeg_log_level="error") as writer:
+        for frame in frames:
+            writer.append_data(upscale(frame, size) if frame.shape[0] != size else frame)
+    os.replace(tmp, path)
+    return path
+
+
+def contact_sheet(rows: Sequence[Sequence[np.ndarray]], size: int = 128, gap: int = 2) -> np.ndarray:
+    """Tile rows of uint8 [H, W, 3] frames into one image; short rows are padded with black."""
+    if not rows or not any(rows):
+        raise ValueError("contact_sheet: no frames")
+    cols = max(len(row) for row in rows)
+    sheet = np.zeros((len(rows) * (size + gap) - gap, cols * (size + gap) - gap, 3), dtype=np.uint8)
+    for r, row in enumerate(rows):
+        for c, frame in enumerate(row):
+            y, x = r * (size + gap), c * (size + gap)
+            sheet[y : y + size, x : x + size] = upscale(frame, size)
+    return sheet
+
+
+def write_png(path: str | Path, image: np.ndarray) -> Path:
+    """Write a uint8 RGB image as PNG, atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    imageio.imwrite(tmp, image)
+    os.replace(tmp, path)
+    return path
