@@ -26,11 +26,8 @@ class Camera:
             cameraTargetPosition=[0.55, 0.0, 0.04], distance=0.6, yaw=90.0, pitch=-60.0, roll=0.0, upAxisIndex=2
         )
         self.projection = client.computeProjectionMatrixFOV(fov=55.0, aspect=1.0, nearVal=0.05, farVal=2.0)
-        if renderer == "egl":
-            self._egl_plugin = _load_egl(client)
-            self._renderer = client.ER_BULLET_HARDWARE_OPENGL
-        else:
-            self._renderer = client.ER_TINY_RENDERER
+        # With "egl" the scene must have loaded the plugin (load_egl) before creating its bodies.
+        self._renderer = client.ER_BULLET_HARDWARE_OPENGL if renderer == "egl" else client.ER_TINY_RENDERER
 
     def render(self) -> np.ndarray:
         """One frame, uint8 [size, size, 3]."""
@@ -46,7 +43,9 @@ class Camera:
         return np.asarray(rgba, dtype=np.uint8).reshape(self.size, self.size, 4)[:, :, :3].copy()
 
 
-def _load_egl(client: BulletClient) -> int:
+def load_egl(client: BulletClient) -> int:
+    """Load pybullet's EGL renderer into ``client``; call before any body is created, or the
+    bodies made earlier are invisible to it."""
     import importlib.util
 
     spec = importlib.util.find_spec("eglRenderer")

@@ -8,7 +8,7 @@ import gymnasium as gym
 import numpy as np
 from robocds.envs.actions import NUM_ACTIONS, WRIST_DELTAS, Action
 from robocds.envs.arm import GRASP_POINT_OFFSET, KukaGripperArm
-from robocds.envs.camera import Camera
+from robocds.envs.camera import RENDERERS, Camera
 from robocds.envs.scene import TabletopScene
 from robocds.envs.tasks import TASK_NAMES, TASKS, get_task
 from robocds.envs.tasks.base import HOVER_WRIST_Z
@@ -45,13 +45,15 @@ class ManipulationEnv(gym.Env):
     ) -> None:
         if max_steps < 1:
             raise ValueError(f"max_steps={max_steps}: must be >= 1")
+        if renderer not in RENDERERS:
+            raise ValueError(f"renderer={renderer!r}: expected one of {RENDERERS}")
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode={render_mode!r}: only 'rgb_array' is supported")
         self.task = get_task(task)
         self.task_id = TASK_NAMES.index(task)
         self.max_steps = max_steps
         self.render_mode = render_mode
-        self.scene = TabletopScene(substeps=substeps)
+        self.scene = TabletopScene(substeps=substeps, egl=renderer == "egl")
         self.camera = Camera(self.scene.client, image_size, renderer)
         self.observation_space = gym.spaces.Dict(
             {

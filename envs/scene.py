@@ -13,6 +13,7 @@ import pybullet
 import pybullet_data
 from pybullet_utils.bullet_client import BulletClient
 from robocds.envs.arm import FINGER_LINKS, GRASP_POINT_OFFSET, ArmLimits, KukaGripperArm
+from robocds.envs.camera import load_egl
 
 PHYSICS_HZ = 120
 
@@ -93,10 +94,12 @@ class SceneState:
 class TabletopScene:
     """Owns one PyBullet physics client; many scenes can live in one process."""
 
-    def __init__(self, substeps: int = 12, arm_limits: ArmLimits = ArmLimits()) -> None:
+    def __init__(self, substeps: int = 12, arm_limits: ArmLimits = ArmLimits(), egl: bool = False) -> None:
         self.client = BulletClient(connection_mode=pybullet.DIRECT)
         self.substeps = substeps
         c = self.client
+        if egl:
+            load_egl(c)
         c.setAdditionalSearchPath(pybullet_data.getDataPath())
         c.setGravity(0, 0, -9.81)
         c.setTimeStep(1.0 / PHYSICS_HZ)

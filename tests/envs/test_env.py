@@ -95,3 +95,12 @@ def test_render_returns_the_last_frame(make_env):
     env = make_env("lift-cube", render_mode="rgb_array", image_size=32)
     obs, _ = env.reset(seed=0)
     np.testing.assert_array_equal(env.render(), obs["image"])
+
+
+def test_egl_renderer_shows_the_scene(make_env):
+    try:
+        env = make_env("lift-cube", renderer="egl", image_size=32)
+    except RuntimeError as error:  # no EGL device on this machine
+        pytest.skip(str(error))
+    obs, _ = env.reset(seed=0)
+    assert obs["image"].shape == (32, 32, 3) and obs["image"].std() > 10
