@@ -1,0 +1,137 @@
+"""Settings of the learner as dataclasses: the image encoder, CQL and its optimisation, data sharing.
+
+Each field carries a one-line meaning; ``__post_init__`` rejects bad values with an error that names
+the field and the value. Checkpoints store these as plain dicts (see ``from_dict``), so a checkpoint
+loads with ``torch.load(..., weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+_C = TypeVar("_C")
+
+SharingMode = Literal["none", "all", "cds", "uds"]
+ThresholdRule = Literal["mean", "percentile"]
+TargetRule = Literal["min", "double"]
+TDLoss = Literal["huber", "mse"]
+
+
+def from_dict(cls: type[_C], value: _C | dict[str, Any] | None) -> _C:
+    """``value`` as a ``cls`` instance: dicts (as stored in checkpoints) are converted, None gives the defaults."""
+    if value is None:
+        return cls()
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, dict):
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(value) - names)
+        if unknown:
+            raise ValueError(f"{cls.__name__}: unknown field(s) {unknown}; valid fields: {sorted(names)}")
+        return cls(**value)
+    raise TypeError(f"expected {cls.__name__} or dict, got {type(value).__name__}")
+
+
+def _positive_ints(name: str, values: tuple[int, ...]) -> None:
+    if not values or any(int(v) < 1 for v in values):
+        raise ValueError(f"{name}={values!r}: must be a non-empty sequence of positive integers")
+
+
+@dataclass
+class EncoderConfig:
+    """CNN encoder for RGB frames with optional fusion of the proprioceptive vector.
+
+    The defaults are the DQN (Nature) conv stack, which maps a 64x64 frame to a 4x4x64 map.
+    """
+
+    channels: tuple[int, ...] = (32, 64, 64)  # output channels of each conv layer
+    kernel_sizes: tuple[int, ...] = (8, 4, 3)  # kernel size of each conv layer
+    strides: tuple[int, ...] = (4, 2, 1)  # stride of each conv layer
+    feature_dim: int = 256  # size of the image embedding (linear projection + LayerNorm of the conv map)
+    use_proprio: bool = True  # concatenate an embedding of the proprio vector to the image embedding
+    proprio_features: int = 64  # size of the proprio embedding (ignored when use_proprio is false)
+
+    def __post_init__(self) -> None:
+        self.channels = tuple(int(c) for c in self.channels)
+        self.kernel_sizes = tuple(int(k) for k in self.kernel_sizes)
+        self.strides = tuple(int(s) for s in self.strides)
+        _positive_ints("channels", self.channels)
+        _positive_ints("kernel_sizes", self.kernel_sizes)
+        _positive_ints("strides", self.strides)
+        if not len(self.channels) == len(self.kernel_sizes) == len(self.strides):
+            raise ValueError(
+                f"channels={self.channels}, kernel_sizes={self.kernel_sizes}, strides={self.strides}: "
+                "must have the same length (one entry per conv layer)"
+            )
+        if self.feature_dim < 1:
+            raise ValueError(f"feature_dim={self.feature_dim}: must be >= 1")
+        if self.proprio_features < 1:
+            raise ValueError(f"proprio_features={self.proprio_features}: must be >= 1")
+
+
+@dataclass
+class CQLConfig:
+    """Discrete conservative Q-learning: Q-heads, TD target, conservative penalty, target network, augmentation."""
+
+    gamma: float = 0.95  # discount
+    alpha: float = 1.0  # weight of the conservative term logsumexp_a Q(s, a) - Q(s, a_data)
+    num_q_heads: int = 2  # independent Q-heads on the shared encoder (2 = twin heads; targets use their min)
+    head_hidden: int = 256  # hidden width of each Q-head's MLP
+    target: TargetRule = "min"  # next action: "min" = argmax of the target net's min over heads (no extra
+    # forward pass); "double" = argmax of the online net (double DQN; one more no-grad encoder pass)
+    tau: float = 0.005  # Polyak factor of the target update (1.0 = hard copy)
+    target_update_period: int = 1  # update the target network every this many optimizer steps
+    td_loss: TDLoss = "huber"  # elementwise TD loss: Huber (delta 1) or squared error
+    augment_pad: int = 4  # DrQ random shift in pixels (replicate padding) during training; 0 turns it off
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.gamma < 1.0:
+            raise ValueError(f"gamma={self.gamma}: must be in [0, 1)")
+        if self.alpha < 0.0:
+            raise ValueError(f"alpha={self.alpha}: must be >= 0")
+        if self.num_q_heads < 1:
+            raise ValueError(f"num_q_heads={self.num_q_heads}: must be >= 1")
+        if self.head_hidden < 1:
+            raise ValueError(f"head_hidden={self.head_hidden}: must be >= 1")
+        if self.target not in ("min", "double"):
+            raise ValueError(f"target={self.target!r}: must be 'min' or 'double'")
+        if not 0.0 < self.tau <= 1.0:
+            raise ValueError(f"tau={self.tau}: must be in (0, 1]")
+        if self.target_update_period < 1:
+            raise ValueError(f"target_update_period={self.target_update_period}: must be >= 1")
+        if self.td_loss not in ("huber", "mse"):
+            raise ValueError(f"td_loss={self.td_loss!r}: must be 'huber' or 'mse'")
+        if self.augment_pad < 0:
+            raise ValueError(f"augment_pad={self.augment_pad}: must be >= 0")
+
+
+@dataclass
+class SharingConfig:
+    """How the transitions of task j are routed into the loss of task i (j != i).
+
+    - ``none``: task i learns from its own data only.
+    - ``all``: every transition of every task, relabeled with task i's reward, weight 1.
+    - ``cds``: weight 1[Q_i(s, a) >= threshold_i] (or the soft sigmoid weight), threshold_i from Q_i on task
+      i's own transitions.
+    - ``uds``: every transition with weight 1, but shared rewards (and terminals) relabeled to 0.
+    """
+
+    mode: SharingMode = "cds"  # routing of cross-task transitions
+    threshold: ThresholdRule = "mean"  # cds: threshold_i = mean or a percentile of Q_i over task i's own data
+    percentile: float = 50.0  # cds with threshold="percentile": which percentile (0-100)
+    temperature: float | None = None  # cds: None = hard 0/1 weight; > 0 = sigmoid((Q - threshold) / temperature)
+    ema: float = 0.0  # cds: 0 = per-batch threshold; in (0, 1) = running estimate t <- ema * t + (1 - ema) * batch
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("none", "all", "cds", "uds"):
+            raise ValueError(f"mode={self.mode!r}: must be one of 'none', 'all', 'cds', 'uds'")
+        if self.threshold not in ("mean", "percentile"):
+            raise ValueError(f"threshold={self.threshold!r}: must be 'mean' or 'percentile'")
+        if not 0.0 <= self.percentile <= 100.0:
+            raise ValueError(f"percentile={self.percentile}: must be in [0, 100]")
+        if self.temperature is not None and not self.temperature > 0.0:
+            raise ValueError(f"temperature={self.temperature}: must be > 0 (or None for the hard 0/1 weight)")
+        if not 0.0 <= self.ema < 1.0:
+            raise ValueError(f"ema={self.ema}: must be in [0, 1)")

@@ -1,0 +1,152 @@
+"""Discrete conservative Q-learning (CQL) maths as small pure functions.
+
+Shapes: K Q-heads, T_src source tasks (rows of the batch), B transitions per row, T_tgt target tasks
+(the task whose Q-values/rewards are used), A actions. Entry [j, b, i] of a [T_src, B, T_tgt] tensor
+is transition b of task j's data, read as a transition for task i.
+
+Loss normalisation (weighted terms). With routing weights w[j, b, i] >= 0 (own data w[i, b, i] = 1)
+and a per-transition loss l[j, b, i], the loss of target task i is the weighted mean
+
+    L_i = sum_{j, b} w[j, b, i] * l[j, b, i] / max(sum_{j, b} w[j, b, i], eps)
+
+and the optimised loss is the plain mean of L_i over tasks, so every task weighs the same whatever
+amount of data is routed into it. Own data always counts (w = 1), so the denominator is >= B and eps
+never bites in practice. ``none`` makes L_i the mean over task i's own B transitions; ``all`` the
+mean over all T * B transitions relabeled for i.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+EPS = 1e-6
+
+
+def data_action_values(q: Tensor, actions: Tensor) -> Tensor:
+    """Q-values of the data actions.
+
+    Args:
+        q: [..., T_src, B, T_tgt, A].
+        actions: int64 [T_src, B].
+
+    Returns:
+        [..., T_src, B, T_tgt]: q[..., j, b, i, actions[j, b]].
+    """
+    index = actions[:, :, None, None].expand(*q.shape[:-1], 1)
+    return q.gather(-1, index).squeeze(-1)
+
+
+def next_state_values(next_q_target: Tensor, next_q_online: Tensor | None = None) -> Tensor:
+    """Bootstrapped value of the next state: min over heads of the target network at a greedy action.
+
+    Args:
+        next_q_target: [K, ..., A] target-network Q-values of the next observations.
+        next_q_online: optional [K, ..., A] online-network Q-values of the same (double DQN: the online
+            network picks the action, the target network scores it). None: the target network picks.
+
+    Returns:
+        [...]: min_k Q_target_k(s', a*) with a* = argmax_a min_k Q_select_k(s', a).
+    """
+    select = next_q_target if next_q_online is None else next_q_online
+    greedy = select.min(dim=0).values.argmax(dim=-1, keepdim=True)  # [..., 1]
+    index = greedy.unsqueeze(0).expand(next_q_target.shape[0], *greedy.shape)
+    return next_q_target.gather(-1, index).squeeze(-1).min(dim=0).values
+
+
+def td_targets(rewards: Tensor, dones: Tensor, next_values: Tensor, gamma: float) -> Tensor:
+    """y = r + gamma * (1 - done) * V(s'); all [T_src, B, T_tgt] (done = terminal for the target task)."""
+    return rewards + gamma * (1.0 - dones) * next_values
+
+
+def per_task_weighted_mean(values: Tensor, weights: Tensor, eps: float = EPS) -> Tensor:
+    """[T_src, B, T_tgt] values and weights -> [T_tgt]: sum(w * v) / max(sum(w), eps) over sources and batch."""
+    return (weights * values).sum(dim=(0, 1)) / weights.sum(dim=(0, 1)).clamp_min(eps)
+
+
+def weighted_task_mean(values: Tensor, weights: Tensor, eps: float = EPS) -> Tensor:
+    """Mean over target tasks of ``per_task_weighted_mean`` (the loss normalisation of this module)."""
+    return per_task_weighted_mean(values, weights, eps).mean()
+
+
+def elementwise_td_loss(q_data: Tensor, targets: Tensor, kind: str = "huber") -> Tensor:
+    """TD loss of each head, summed over heads.
+
+    Args:
+        q_data: [K, T_src, B, T_tgt] Q-values of the data actions.
+        targets: [T_src, B, T_tgt] TD targets (no gradient flows into them).
+        kind: "huber" (smooth L1, delta 1) or "mse" (squared error).
+
+    Returns:
+        [T_src, B, T_tgt].
+    """
+    targets = targets.detach().unsqueeze(0).expand_as(q_data)
+    if kind == "huber":
+        loss = F.smooth_l1_loss(q_data, targets, reduction="none", beta=1.0)
+    elif kind == "mse":
+        loss = (q_data - targets).square()
+    else:
+        raise ValueError(f"td_loss={kind!r}: must be 'huber' or 'mse'")
+    return loss.sum(dim=0)
+
+
+@dataclass(frozen=True)
+class CQLTerms:
+    """Named terms of the CQL loss; all are scalars, weighted and normalised as in the module docstring."""
+
+    loss: Tensor  # td_loss + alpha * cql_loss: the optimised scalar
+    td_loss: Tensor  # TD loss, summed over heads
+    cql_loss: Tensor  # logsumexp_a Q(s, a) - Q(s, a_data), summed over heads
+    q_data: Tensor  # mean Q(s, a_data) (mean over heads)
+    logsumexp: Tensor  # mean logsumexp_a Q(s, a) (mean over heads)
+    target: Tensor  # mean TD target
+    routed_weight: Tensor  # mean routing weight over all [T_src, B, T_tgt] entries (1 = everything shared)
+
+    def metrics(self) -> dict[str, Tensor]:
+        """Every term by name, detached (for logging)."""
+        return {name: getattr(self, name).detach() for name in self.__dataclass_fields__}
+
+
+def cql_terms(
+    q: Tensor,
+    actions: Tensor,
+    targets: Tensor,
+    weights: Tensor,
+    alpha: float,
+    td_loss: str = "huber",
+) -> CQLTerms:
+    """Discrete CQL loss for every (source row, transition, target task), weighted by routing weights.
+
+    Args:
+        q: [K, T_src, B, T_tgt, A] online Q-values of the observations (with gradient).
+        actions: int64 [T_src, B] data actions.
+        targets: [T_src, B, T_tgt] TD targets.
+        weights: [T_src, B, T_tgt] routing weights (no gradient).
+        alpha: weight of the conservative term.
+        td_loss: "huber" or "mse".
+
+    Returns:
+        CQLTerms.
+    """
+    weights = weights.detach()
+    q_data = data_action_values(q, actions)  # [K, T_src, B, T_tgt]
+    logsumexp = torch.logsumexp(q, dim=-1)  # [K, T_src, B, T_tgt]
+    td = weighted_task_mean(elementwise_td_loss(q_data, targets, td_loss), weights)
+    gap = weighted_task_mean((logsumexp - q_data).sum(dim=0), weights)
+    with torch.no_grad():
+        q_mean = weighted_task_mean(q_data.mean(dim=0), weights)
+        lse_mean = weighted_task_mean(logsumexp.mean(dim=0), weights)
+        target_mean = weighted_task_mean(targets, weights)
+        routed = weights.mean()
+    return CQLTerms(
+        loss=td + alpha * gap,
+        td_loss=td,
+        cql_loss=gap,
+        q_data=q_mean,
+        logsumexp=lse_mean,
+        target=target_mean,
+        routed_weight=routed,
+    )

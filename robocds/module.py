@@ -1,0 +1,208 @@
+"""The Lightning module: a multi-task conservative Q-network trained on relabeled, routed batches."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+import torch
+from lightning.pytorch import LightningModule
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor
+
+from robocds.augment import random_shift
+from robocds.batch import as_chw_batch, check_batch, flatten_rows
+from robocds.config import CQLConfig, EncoderConfig, from_dict
+from robocds.cql import CQLTerms, cql_terms, data_action_values, next_state_values, td_targets
+from robocds.datasets.schema import (
+    BATCH_ACTION,
+    BATCH_IMAGE,
+    BATCH_NEXT_IMAGE,
+    BATCH_NEXT_PROPRIO,
+    BATCH_PROPRIO,
+    BATCH_REWARDS,
+    BATCH_SUCCESSES,
+)
+from robocds.qnet import MultiTaskQNetwork, polyak_update
+from robocds.sharing import Routing, fixed_weights, relabel
+
+Router = Callable[[Tensor], Routing]
+
+
+def own_data_router(q_data: Tensor) -> Routing:
+    """Routing of validation: every task on its own data only (comparable across sharing modes)."""
+    t, b, _ = q_data.shape
+    return Routing(weights=fixed_weights("none", t, b, q_data.device), zero_shared_rewards=False, thresholds=None)
+
+
+class MultiTaskCQL(LightningModule):
+    """Multi-task discrete CQL on images (+ proprio), with a pluggable router for data sharing.
+
+    One training step on a batch with T task rows of B transitions each (``robocds.datasets.schema``):
+
+    1. one online encoder pass over the T * B observations -> Q [K, T, B, T, A] (every head, source row,
+       transition, target task, action), and one no-grad target pass over the next observations;
+    2. the router (set by the ``robocds.callbacks.DataSharing`` callback) turns the detached Q-values
+       of the data actions, min over heads, [T, B, T], into routing weights [T, B, T];
+    3. rewards and terminals are relabeled for every target task, TD targets built, and the CQL terms
+       weighted and normalised as documented in ``robocds.cql``.
+
+    Shapes and counts (``num_tasks``, ``num_actions``, ``image_size``, ``proprio_dim``, ``task_names``) are
+    linked from the data module by the CLI. ``encoder`` and ``cql`` also accept plain dicts (as stored in
+    checkpoints). ``optimizer`` builds the optimizer from the online network's parameters.
+    """
+
+    def __init__(
+        self,
+        num_tasks: int,
+        num_actions: int,
+        image_size: int,
+        proprio_dim: int,
+        task_names: Sequence[str] | None = None,
+        encoder: EncoderConfig = EncoderConfig(),
+        cql: CQLConfig = CQLConfig(),
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        lr_scheduler: LRSchedulerCallable | None = None,
+    ) -> None:
+        super().__init__()
+        for name, value in (("num_tasks", num_tasks), ("num_actions", num_actions), ("image_size", image_size)):
+            if int(value) < 1:
+                raise ValueError(f"{name}={value}: must be >= 1")
+        if int(proprio_dim) < 0:
+            raise ValueError(f"proprio_dim={proprio_dim}: must be >= 0")
+        task_names = [f"task_{i}" for i in range(num_tasks)] if task_names is None else [str(n) for n in task_names]
+        if len(task_names) != num_tasks:
+            raise ValueError(f"task_names has {len(task_names)} names {task_names} but num_tasks={num_tasks}")
+        self.encoder_config = from_dict(EncoderConfig, encoder)
+        self.cql_config = from_dict(CQLConfig, cql)
+        if self.encoder_config.use_proprio and proprio_dim < 1:
+            raise ValueError(f"proprio_dim={proprio_dim} but encoder.use_proprio=True: set use_proprio to false")
+
+        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
+        # Plain containers only, so checkpoints load with torch.load(weights_only=True) and evaluation can
+        # rebuild the model from them (under the CLI these are already the parsed config's dicts).
+        self.hparams["task_names"] = task_names
+        self.hparams["encoder"] = asdict(self.encoder_config)
+        self.hparams["cql"] = asdict(self.cql_config)
+
+        self.num_tasks, self.num_actions = int(num_tasks), int(num_actions)
+        self.image_size, self.proprio_dim = int(image_size), int(proprio_dim)
+        self.task_names = task_names
+        self.optimizer_factory = optimizer
+        self.lr_scheduler_factory = lr_scheduler
+        self.q = MultiTaskQNetwork(
+            self.encoder_config,
+            image_size=self.image_size,
+            proprio_dim=self.proprio_dim,
+            num_tasks=self.num_tasks,
+            num_actions=self.num_actions,
+            num_heads=self.cql_config.num_q_heads,
+            head_hidden=self.cql_config.head_hidden,
+        )
+        self.q_target = copy.deepcopy(self.q).requires_grad_(False)
+        self.router: Router | None = None  # set by the DataSharing callback
+
+    # ------------------------------------------------------------------ losses
+    def compute_terms(self, batch: Mapping[str, Tensor], router: Router) -> tuple[CQLTerms, Routing]:
+        """CQL terms of a training-format batch under ``router``; augments only in training mode."""
+        t, b = check_batch(batch, self.num_tasks, self.image_size, self.proprio_dim)
+        cfg = self.cql_config
+        images, next_images = flatten_rows(batch[BATCH_IMAGE]), flatten_rows(batch[BATCH_NEXT_IMAGE])
+        proprio, next_proprio = flatten_rows(batch[BATCH_PROPRIO]), flatten_rows(batch[BATCH_NEXT_PROPRIO])
+        if self.training and cfg.augment_pad > 0:
+            images = random_shift(images, cfg.augment_pad)
+            next_images = random_shift(next_images, cfg.augment_pad)
+        k, a = cfg.num_q_heads, self.num_actions
+        # Loss maths in float32 even under bf16 autocast (logsumexp and small TD errors need the mantissa).
+        q = self.q(images, proprio).float().view(k, t, b, t, a)
+        with torch.no_grad():
+            next_q = self.q_target(next_images, next_proprio).float().view(k, t, b, t, a)
+            next_q_online = None
+            if cfg.target == "double":
+                next_q_online = self.q(next_images, next_proprio).float().view(k, t, b, t, a)
+            next_values = next_state_values(next_q, next_q_online)  # [T, B, T]
+            # Routing reads the same forward pass, detached: no second encoder pass (min over heads = conservative).
+            routing = router(data_action_values(q.detach(), batch[BATCH_ACTION]).min(dim=0).values)
+            rewards, dones = relabel(batch[BATCH_REWARDS], batch[BATCH_SUCCESSES], routing.zero_shared_rewards)
+            targets = td_targets(rewards, dones, next_values, cfg.gamma)
+        terms = cql_terms(q, batch[BATCH_ACTION], targets, routing.weights, cfg.alpha, cfg.td_loss)
+        return terms, routing
+
+    def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
+        if self.router is None:
+            raise RuntimeError(
+                "MultiTaskCQL has no data-sharing router: add robocds.callbacks.DataSharing(mode=...) to the "
+                "Trainer's callbacks (the CLI does this through its `sharing` section)"
+            )
+        terms, _ = self.compute_terms(batch, self.router)
+        metrics = terms.metrics()
+        self.log("train/loss", metrics.pop("loss"), prog_bar=True)
+        self.log_dict({f"train/{name}": value for name, value in metrics.items()})
+        return terms.loss
+
+    def validation_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
+        terms, _ = self.compute_terms(batch, own_data_router)
+        metrics = {f"val/{name}": value for name, value in terms.metrics().items() if name != "routed_weight"}
+        greedy = self.q_values(flatten_rows(batch[BATCH_IMAGE]), flatten_rows(batch[BATCH_PROPRIO]))
+        t, b = batch[BATCH_ACTION].shape
+        # Greedy action of task i on task i's own data vs the data action (agreement with the behaviour policy).
+        greedy = greedy.argmax(dim=-1).view(t, b, t).diagonal(dim1=0, dim2=2).transpose(0, 1)  # [T, B]
+        metrics["val/action_agreement"] = (greedy == batch[BATCH_ACTION]).float().mean()
+        self.log_dict(metrics, on_epoch=True, sync_dist=True, batch_size=t * b)
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        super().optimizer_step(*args, **kwargs)
+        # After the optimizer has actually stepped (this hook is skipped on gradient-accumulation steps).
+        if (self.global_step + 1) % self.cql_config.target_update_period == 0:
+            polyak_update(self.q_target, self.q, self.cql_config.tau)
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(self.q.parameters())
+        if self.lr_scheduler_factory is None:
+            return optimizer
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": self.lr_scheduler_factory(optimizer), "interval": "step"},
+        }
+
+    # ------------------------------------------------------------------ acting
+    def _observation(
+        self, image: Tensor | np.ndarray, proprio: Tensor | np.ndarray | None
+    ) -> tuple[Tensor, Tensor | None]:
+        images = as_chw_batch(image, self.image_size).to(self.device)
+        if proprio is not None:
+            proprio = torch.as_tensor(proprio, dtype=torch.float32, device=self.device).reshape(images.shape[0], -1)
+            if proprio.shape[1] != self.proprio_dim:
+                raise ValueError(
+                    f"proprio has {proprio.shape[1]} values per frame: expected proprio_dim={self.proprio_dim}"
+                )
+        return images, proprio
+
+    @torch.no_grad()
+    def q_values(self, image: Tensor | np.ndarray, proprio: Tensor | np.ndarray | None = None) -> Tensor:
+        """Conservative Q-values (min over heads) [N, T, A] of frames in either layout (see ``act``)."""
+        images, proprio = self._observation(image, proprio)
+        return self.q(images, proprio).float().min(dim=0).values
+
+    @torch.no_grad()
+    def act(self, image: Tensor | np.ndarray, proprio: Tensor | np.ndarray | None = None) -> Tensor:
+        """Greedy action of every task.
+
+        Args:
+            image: uint8 frames [N, H, W, 3] (as the environment returns them) or [N, 3, H, W], numpy or
+                torch; a single frame [H, W, 3] / [3, H, W] counts as N = 1. The layout is read from the
+                position of the size-3 axis.
+            proprio: float [N, P] (or [P] for one frame); required when the encoder fuses proprio.
+
+        Returns:
+            int64 [N, T] on the module's device: column t is task t's greedy action (``task_names[t]``).
+            No augmentation is applied, whatever the training mode.
+        """
+        return self.q_values(image, proprio).argmax(dim=-1)
+
+    def predict_step(self, batch: Mapping[str, Tensor], batch_idx: int = 0, dataloader_idx: int = 0) -> Tensor:
+        """``{"image": [N, ...] frames, "proprio": [N, P]}`` -> greedy actions int64 [N, T]."""
+        return self.act(batch[BATCH_IMAGE], batch.get(BATCH_PROPRIO))
