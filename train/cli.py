@@ -1,0 +1,109 @@
+"""The ``robocds`` command: LightningCLI for MultiTaskCQL with data sharing as a callback.
+
+    robocds fit --config base.yaml --config cds.yaml --data.root /path/to/dataset
+    python -m robocds.train fit --config base --config cds ...
+    robocds validate --config base --config cds --ckpt_path runs/cds/version_0/checkpoints/best.ckpt
+
+``--config`` takes a path, or the name of a packaged config (``base``, ``no_sharing``, ``sharing_all``,
+``cds``, ``cds_percentile``, ``gpu``) when no such file exists. Besides the usual ``trainer``, ``model``
+and ``data`` sections, the CLI has:
+
+- ``sharing``: the ``robocds.callbacks.DataSharing`` callback (mode none / all / cds / uds, thresholds);
+- ``checkpoint``: a ``ModelCheckpoint`` saving ``last.ckpt`` and ``best.ckpt`` (lowest ``val/td_loss``);
+- ``run_name`` / ``runs_dir``: where logs go when ``trainer.logger`` is not set: the TensorBoard events,
+  the resolved ``config.yaml`` and ``checkpoints/`` land in ``<runs_dir>/<run_name>/version_N``, the CSV
+  log in its ``csv/metrics.csv`` (``run_name`` defaults to the sharing mode).
+
+The data module's ``num_tasks``, ``num_actions``, ``image_size``, ``proprio_dim`` and ``task_names`` are
+linked into the model when the data module is instantiated, so they are never typed twice.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch import LightningDataModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+from robocds.callbacks import DataSharing
+from robocds.module import MultiTaskCQL
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+LINKED_FROM_DATA = ("num_tasks", "num_actions", "image_size", "proprio_dim", "task_names")
+CHECKPOINT_DEFAULTS = {
+    "checkpoint.monitor": "val/td_loss",
+    "checkpoint.mode": "min",
+    "checkpoint.save_top_k": 1,
+    "checkpoint.save_last": True,
+    "checkpoint.filename": "best",
+}
+
+
+class RoboCDSCLI(LightningCLI):
+    """LightningCLI with MultiTaskCQL as the model, any LightningDataModule (by class path) as data."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("model_class", MultiTaskCQL)
+        kwargs.setdefault("datamodule_class", LightningDataModule)
+        kwargs.setdefault("subclass_mode_data", True)
+        # The optimizer is a constructor argument of the model (OptimizerCallable), not a CLI-level group.
+        kwargs.setdefault("auto_configure_optimizers", False)
+        kwargs.setdefault("seed_everything_default", 0)
+        super().__init__(*args, **kwargs)
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument("--run_name", type=str | None, default=None, help="log folder name (default: sharing mode)")
+        parser.add_argument("--runs_dir", type=str, default="runs", help="root folder of the default loggers")
+        parser.add_lightning_class_args(DataSharing, "sharing")
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(CHECKPOINT_DEFAULTS)
+        for key in LINKED_FROM_DATA:
+            parser.link_arguments(f"data.{key}", f"model.{key}", apply_on="instantiate")
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        trainer_config = self._get(self.config_init, "trainer", default={})
+        if trainer_config.get("logger") is None and "logger" not in kwargs:
+            kwargs["logger"] = self._default_loggers()
+        return super().instantiate_trainer(**kwargs)
+
+    def _default_loggers(self) -> list[Any]:
+        """TensorBoard in ``<runs_dir>/<run_name>/version_N``, CSV in its ``csv/`` sub-folder."""
+        name = self._get(self.config, "run_name") or self._get(self.config, "sharing").mode
+        root = self._get(self.config, "runs_dir")
+        tensorboard = TensorBoardLogger(root, name=name, default_hp_metric=False)
+        # CSV in a sub-folder of the TensorBoard run, so one folder holds the whole run (config, checkpoints).
+        return [tensorboard, CSVLogger(tensorboard.log_dir, name="", version="csv")]
+
+
+def resolve_config_args(argv: list[str]) -> list[str]:
+    """Replace ``--config NAME`` by the packaged ``configs/NAME.yaml`` when NAME is not an existing path."""
+    out = list(argv)
+    for i, arg in enumerate(out):
+        if arg in ("-c", "--config") and i + 1 < len(out):
+            out[i + 1] = _packaged_config(out[i + 1])
+        elif arg.startswith("--config="):
+            out[i] = "--config=" + _packaged_config(arg[len("--config=") :])
+    return out
+
+
+def _packaged_config(value: str) -> str:
+    if Path(value).exists():
+        return value
+    for candidate in (CONFIG_DIR / value, CONFIG_DIR / f"{value}.yaml"):
+        if candidate.is_file():
+            return str(candidate)
+    return value
+
+
+def main(args: list[str] | None = None) -> None:
+    """Console-script entry point (``robocds``)."""
+    if args is None:
+        # Rewritten in place: Lightning's DDP launcher re-runs sys.argv for the other ranks.
+        sys.argv[1:] = resolve_config_args(sys.argv[1:])
+        RoboCDSCLI()
+    else:
+        RoboCDSCLI(args=resolve_config_args(args))
