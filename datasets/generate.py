@@ -1,0 +1,354 @@
+"""Generate a dataset from a recipe: parallel, deterministic, resumable, atomic.
+
+    robocds-generate tiny --root data/tiny
+    python -m robocds.datasets.generate benchmark --root data/benchmark --workers 2
+
+Work is split into shards (``episodes_per_shard`` consecutive episodes of one task). Every episode
+is a pure function of the recipe and its index, so the dataset is byte-identical whatever the
+number of workers or the order shards finish in. A shard is written to a hidden temporary name
+and renamed once complete: an interrupted run (Ctrl-C, kill -9) restarted with the same command
+skips the finished shards. ``manifest.json`` is written last, when every shard exists.
+
+For clusters, ``--shard-range A:B`` makes a job produce only shards A..B-1 of the global plan
+(``--list`` prints it); the job that completes the last shard writes the manifest (or run
+``--manifest-only`` once all jobs are done).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import queue
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from robocds.datasets.episode import encode_episode, record_episode
+from robocds.datasets.errors import DatasetError
+from robocds.datasets.manifest import ShardSummary, build_manifest, summarise_shard
+from robocds.datasets.recipe import Recipe, load_recipe, recipe_from_dict
+from robocds.datasets.schema import MANIFEST_FILE, RECIPE_FILE, shard_name, shard_relpath
+from robocds.datasets.storage import (
+    exists,
+    is_url,
+    join,
+    local_path,
+    read_bytes,
+    remove_stale_temps,
+    tar_bytes,
+    write_bytes_atomic,
+    write_json_atomic,
+)
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    """One unit of work: episodes ``first_episode .. first_episode + episodes - 1`` of ``task``."""
+
+    global_index: int  # position in the recipe's shard plan (what --shard-range selects)
+    task: str
+    index: int  # shard index within the task
+    first_episode: int
+    episodes: int
+
+    @property
+    def relpath(self) -> str:
+        return shard_relpath(self.task, self.index)
+
+
+def plan_shards(recipe: Recipe) -> list[ShardJob]:
+    """Every shard of the dataset, task by task in recipe order."""
+    jobs = []
+    for task in recipe.tasks:
+        for index in range(recipe.num_shards(task.task)):
+            first = index * recipe.episodes_per_shard
+            count = min(recipe.episodes_per_shard, task.episodes - first)
+            jobs.append(ShardJob(len(jobs), task.task, index, first, count))
+    return jobs
+
+
+def parse_shard_range(text: str, total: int) -> range:
+    """'A:B' (B exclusive; either side may be empty) -> range of global shard indices."""
+    start_text, sep, stop_text = text.partition(":")
+    try:
+        if not sep:
+            raise ValueError
+        start = int(start_text) if start_text else 0
+        stop = int(stop_text) if stop_text else total
+    except ValueError:
+        raise ValueError(f"--shard-range={text!r}: expected START:STOP, e.g. 0:10") from None
+    if not 0 <= start < stop <= total:
+        raise ValueError(f"--shard-range={text!r}: need 0 <= START < STOP <= {total} (the recipe has {total} shards)")
+    return range(start, stop)
+
+
+# ----------------------------------------------------------------------------- worker side
+
+_progress: Any = None  # queue of episode counts, set in each worker process
+_env_cache: dict[tuple, Any] = {}  # one env per (task, settings) per process: building one costs ~0.1 s
+
+
+def _init_worker(progress: Any) -> None:
+    global _progress
+    _progress = progress
+    # Ctrl-C goes to the whole process group; only the parent handles it (it terminates the pool).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _env_for(recipe: Recipe, task: str):
+    from robocds.envs.env import ManipulationEnv
+
+    key = (task, recipe.image_size, recipe.max_steps, recipe.renderer, recipe.substeps)
+    if key not in _env_cache:
+        for env in _env_cache.values():
+            env.close()  # one live simulator per process is enough: shards come task by task
+        _env_cache.clear()
+        kwargs = {} if recipe.substeps is None else {"substeps": recipe.substeps}
+        _env_cache[key] = ManipulationEnv(
+            task, image_size=recipe.image_size, max_steps=recipe.max_steps, renderer=recipe.renderer, **kwargs
+        )
+    return _env_cache[key]
+
+
+def generate_shard(
+    job: ShardJob, recipe: Recipe, root: str, on_episode: Callable[[], None] | None = None
+) -> dict[str, Any]:
+    """Record, encode and atomically write one shard; returns its relative path and size."""
+    env = _env_for(recipe, job.task)
+    noise = recipe.task(job.task).noise
+    episodes, samples = [], []
+    for index in range(job.first_episode, job.first_episode + job.episodes):
+        episode = record_episode(env, noise, recipe.base_seed, index)
+        samples.append(encode_episode(episode))
+        episode.frames = episode.frames[:0]  # the summary needs no frames: free them early
+        episodes.append(episode)
+        if on_episode is not None:
+            on_episode()
+    data = tar_bytes(samples)
+    write_bytes_atomic(root, job.relpath, data)
+    return summarise_shard(job.relpath, data, episodes)
+
+
+def _worker_job(args: tuple[ShardJob, dict, str]) -> ShardSummary:
+    job, recipe_json, root = args
+    recipe = recipe_from_dict(recipe_json)
+    return generate_shard(job, recipe, root, on_episode=lambda: _progress.put(1))
+
+
+# ----------------------------------------------------------------------------- driver
+
+
+@dataclass
+class GenerateResult:
+    written: list[str]  # relative paths of the shards this run wrote
+    skipped: list[str]  # finished shards found from an earlier run
+    seconds: float
+    episodes: int  # episodes recorded by this run
+    manifest_written: bool
+
+    @property
+    def episodes_per_second(self) -> float:
+        return self.episodes / self.seconds if self.seconds > 0 else 0.0
+
+
+def default_workers() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def check_recipe_lock(root: str, recipe: Recipe) -> None:
+    """Refuse to mix shards of two different recipes in one root; record the recipe otherwise."""
+    if is_url(root):
+        return
+    if exists(root, RECIPE_FILE):
+        try:
+            previous = recipe_from_dict(json.loads(read_bytes(root, RECIPE_FILE)), join(root, RECIPE_FILE))
+        except (ValueError, DatasetError) as err:
+            raise DatasetError(f"unreadable ({err}); use an empty root", join(root, RECIPE_FILE)) from None
+        if previous.fingerprint() != recipe.fingerprint():
+            raise DatasetError(
+                "this root holds a dataset of a different recipe (or different overrides); "
+                "rerun with the same recipe to resume, or use an empty root",
+                join(root, RECIPE_FILE),
+            )
+    write_json_atomic(root, RECIPE_FILE, recipe.to_json_dict())
+
+
+def generate(
+    recipe: Recipe,
+    root: str,
+    workers: int | None = None,
+    shard_range: range | None = None,
+    progress: bool = True,
+    start_method: str = "spawn",
+) -> GenerateResult:
+    """Write the shards of ``recipe`` (or of ``shard_range``) under ``root``; the manifest when all exist.
+
+    ``workers=0`` records in this process (no subprocesses); ``None`` uses one per available core.
+    """
+    workers = default_workers() if workers is None else workers
+    if workers < 0:
+        raise ValueError(f"workers={workers}: must be >= 0")
+    jobs = plan_shards(recipe)
+    selected = [jobs[i] for i in (shard_range if shard_range is not None else range(len(jobs)))]
+    check_recipe_lock(root, recipe)
+    if not is_url(root):
+        for task in recipe.task_names:
+            folder = local_path(root) / task
+            folder.mkdir(parents=True, exist_ok=True)
+            remove_stale_temps(folder, [shard_name(j.index) for j in selected if j.task == task])
+    todo = [job for job in selected if not exists(root, job.relpath)]
+    skipped = [job.relpath for job in selected if job not in todo]
+    total_episodes = sum(job.episodes for job in todo)
+
+    from tqdm import tqdm
+
+    bar = tqdm(
+        total=total_episodes,
+        unit="ep",
+        desc=f"generate {recipe.name}",
+        disable=not progress,
+        smoothing=0.05,
+        dynamic_ncols=True,
+    )
+    if skipped:
+        bar.write(f"resuming: {len(skipped)} finished shard(s) kept, {len(todo)} to write")
+    start = time.perf_counter()
+    summaries: list[ShardSummary] = []
+    if todo and workers == 0:
+        for job in todo:
+            summaries.append(generate_shard(job, recipe, root, on_episode=lambda: bar.update(1)))
+    elif todo:
+        summaries = _run_pool(todo, recipe, root, min(workers, len(todo)), bar, start_method)
+    seconds = time.perf_counter() - start
+    bar.close()
+
+    known = {s.entry.path: s for s in summaries}
+    # URLs cannot be listed: a URL job writes the manifest only when it wrote the whole plan itself.
+    complete = len(known) == len(jobs) if is_url(root) else all(exists(root, job.relpath) for job in jobs)
+    if complete:
+        write_manifest(root, recipe, known)
+    written = sorted(known, key=lambda path: [job.relpath for job in jobs].index(path))
+    return GenerateResult(written, skipped, seconds, total_episodes, complete)
+
+
+def _run_pool(
+    todo: list[ShardJob], recipe: Recipe, root: str, workers: int, bar, start_method: str
+) -> list[ShardSummary]:
+    ctx = mp.get_context(start_method)
+    progress = ctx.Queue()
+    pool = ctx.Pool(workers, initializer=_init_worker, initargs=(progress,))
+    written: list[ShardSummary] = []
+    try:
+        results = pool.imap_unordered(_worker_job, [(job, recipe.to_json_dict(), root) for job in todo], chunksize=1)
+        while len(written) < len(todo):
+            try:
+                written.append(results.next(timeout=0.2))
+            except mp.TimeoutError:
+                pass
+            _drain(progress, bar)
+            bar.set_postfix_str(f"shards {len(written)}/{len(todo)}", refresh=False)
+        _drain(progress, bar)
+        pool.close()
+    except BaseException:
+        # Ctrl-C or a failed shard: stop everything now; finished shards stay, temp files are cleaned next run.
+        pool.terminate()
+        raise
+    finally:
+        pool.join()
+    return written
+
+
+def _drain(progress, bar) -> None:
+    while True:
+        try:
+            bar.update(progress.get_nowait())
+        except queue.Empty:
+            return
+
+
+def write_manifest(root: str, recipe: Recipe, known: dict[str, ShardSummary] | None = None) -> None:
+    manifest = build_manifest(root, recipe, known)
+    write_json_atomic(root, MANIFEST_FILE, manifest.to_json_dict())
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="robocds-generate",
+        description="Record scripted-oracle episodes into per-task WebDataset shards with a manifest.",
+    )
+    parser.add_argument("recipe", help="recipe YAML file, or the name of a packaged recipe (tiny, benchmark)")
+    parser.add_argument("--root", help="output folder or WebDataset writer URL (required unless --list)")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="worker processes (default: one per core; 0: in-process)"
+    )
+    parser.add_argument("--shard-range", help="only shards START:STOP of the plan (see --list), for cluster jobs")
+    parser.add_argument("--list", action="store_true", help="print the shard plan and exit")
+    parser.add_argument(
+        "--manifest-only", action="store_true", help="only (re)build manifest.json from finished shards"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    overrides = parser.add_argument_group("recipe overrides")
+    overrides.add_argument("--base-seed", type=int)
+    overrides.add_argument("--image-size", type=int)
+    overrides.add_argument("--max-steps", type=int)
+    overrides.add_argument("--episodes-per-shard", type=int)
+    overrides.add_argument("--renderer", choices=("tiny", "egl"))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        recipe = load_recipe(args.recipe).with_overrides(
+            base_seed=args.base_seed,
+            image_size=args.image_size,
+            max_steps=args.max_steps,
+            episodes_per_shard=args.episodes_per_shard,
+            renderer=args.renderer,
+        )
+        jobs = plan_shards(recipe)
+        if args.list:
+            for job in jobs:
+                last = job.first_episode + job.episodes - 1
+                print(f"{job.global_index:6d}  {job.relpath}  episodes {job.first_episode}..{last}")
+            print(f"{len(jobs)} shards, {recipe.total_episodes} episodes")
+            return 0
+        if not args.root:
+            print("robocds-generate: --root is required", file=sys.stderr)
+            return 2
+        if args.manifest_only:
+            write_manifest(args.root, recipe)
+            print(f"wrote {join(args.root, MANIFEST_FILE)}")
+            return 0
+        shard_range = parse_shard_range(args.shard_range, len(jobs)) if args.shard_range else None
+        result = generate(recipe, args.root, args.workers, shard_range, progress=not args.no_progress)
+    except (DatasetError, ValueError) as err:
+        print(f"robocds-generate: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("robocds-generate: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    print(
+        f"{len(result.written)} shard(s) written, {len(result.skipped)} kept from an earlier run; "
+        f"{result.episodes} episodes in {result.seconds:.1f} s ({result.episodes_per_second:.2f} episodes/s)"
+    )
+    if result.manifest_written:
+        print(f"manifest: {join(args.root, MANIFEST_FILE)}")
+    else:
+        print("manifest not written yet: other shards of the plan are missing (other --shard-range jobs?)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

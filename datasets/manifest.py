@@ -1,0 +1,242 @@
+"""``manifest.json``: building it from finished shards, reading it, and checking shards against it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from robocds.datasets.episode import Episode, decode_episode
+from robocds.datasets.errors import DatasetError
+from robocds.datasets.recipe import Recipe
+from robocds.datasets.schema import (
+    MANIFEST_FILE,
+    SCHEMA_VERSION,
+    SHARD_PATTERN,
+    Manifest,
+    ShardEntry,
+    TaskEntry,
+    shard_relpath,
+)
+from robocds.datasets.storage import exists, is_url, iter_tar_samples, join, local_path, read_bytes, sha256
+from robocds.envs.actions import ACTION_NAMES, NUM_ACTIONS
+from robocds.envs.env import PROPRIO_DIM
+from robocds.envs.tasks import TASK_NAMES, get_task
+
+
+def decode_shard(
+    data: bytes, source: str, task: str, image_size: int | None, first_episode: int | None = None
+) -> Iterator[Episode]:
+    """Every episode of a shard's bytes, validated; episodes must be consecutive from ``first_episode``."""
+    expected = first_episode
+    for sample in iter_tar_samples(data, source):
+        episode = decode_episode(sample, source, expected_task=task, image_size=image_size, proprio_dim=PROPRIO_DIM)
+        if expected is not None and episode.meta.episode != expected:
+            raise DatasetError(
+                f"episode {episode.meta.episode}, expected {expected} (episodes are consecutive in a shard)",
+                source,
+                sample["__key__"],
+                "meta.json:episode",
+            )
+        expected = episode.meta.episode + 1
+        yield episode
+
+
+@dataclass(frozen=True)
+class ShardSummary:
+    """What the manifest needs from one shard: its entry and the returns of its episodes."""
+
+    entry: ShardEntry
+    returns: tuple[float, ...]
+
+
+def summarise_shard(relpath: str, data: bytes, episodes: list[Episode]) -> ShardSummary:
+    entry = ShardEntry(
+        path=relpath,
+        first_episode=episodes[0].meta.episode if episodes else 0,
+        samples=len(episodes),
+        transitions=sum(e.length for e in episodes),
+        successes=sum(e.meta.success for e in episodes),
+        bytes=len(data),
+        sha256=sha256(data),
+    )
+    return ShardSummary(entry, tuple(e.meta.episode_return for e in episodes))
+
+
+def build_manifest(root: str, recipe: Recipe, known: dict[str, ShardSummary] | None = None) -> Manifest:
+    """Summarise every shard of ``recipe`` under ``root`` (all must exist).
+
+    Shards in ``known`` (relative path -> summary, from the run that just wrote them) are not read
+    again; every other shard is read back and fully validated.
+    """
+    known = known or {}
+    tasks = []
+    for task in recipe.tasks:
+        summaries: list[ShardSummary] = []
+        for index in range(recipe.num_shards(task.task)):
+            relpath = shard_relpath(task.task, index)
+            first = index * recipe.episodes_per_shard
+            count = min(recipe.episodes_per_shard, task.episodes - first)
+            source = join(root, relpath)
+            if relpath in known:
+                summary = known[relpath]
+            else:
+                if not is_url(root) and not exists(root, relpath):
+                    raise DatasetError("missing shard: generation has not finished", source)
+                data = read_bytes(root, relpath)
+                summary = summarise_shard(
+                    relpath, data, list(decode_shard(data, source, task.task, recipe.image_size, first))
+                )
+            if summary.entry.samples != count or summary.entry.first_episode != first:
+                raise DatasetError(
+                    f"{summary.entry.samples} samples from episode {summary.entry.first_episode}, "
+                    f"the recipe gives {count} from episode {first}",
+                    source,
+                    field="samples",
+                )
+            summaries.append(summary)
+        shards = tuple(s.entry for s in summaries)
+        n_episodes = sum(s.samples for s in shards)
+        transitions = sum(s.transitions for s in shards)
+        tasks.append(
+            TaskEntry(
+                name=task.task,
+                episodes=n_episodes,
+                transitions=transitions,
+                success_rate=sum(s.successes for s in shards) / n_episodes,
+                mean_return=float(np.mean([r for s in summaries for r in s.returns])),
+                mean_length=transitions / n_episodes,
+                random_action_prob=float(task.random_action_prob),
+                position_std=float(task.position_std),
+                shards=shards,
+            )
+        )
+    return Manifest(
+        schema_version=SCHEMA_VERSION,
+        name=recipe.name,
+        image_size=recipe.image_size,
+        proprio_dim=PROPRIO_DIM,
+        max_steps=recipe.max_steps,
+        actions=ACTION_NAMES,
+        reward_tasks=TASK_NAMES,
+        tasks=tuple(tasks),
+        recipe=recipe.to_json_dict(),
+    )
+
+
+def read_manifest(root: str) -> Manifest:
+    """The manifest of the dataset at ``root``, checked against this code's schema and task suite."""
+    source = join(root, MANIFEST_FILE)
+    if not is_url(root) and not exists(root, MANIFEST_FILE):
+        hint = "" if not Path(local_path(root)).is_dir() else " (generation unfinished? rerun the same command)"
+        raise DatasetError(f"missing{hint}", source)
+    try:
+        data = json.loads(read_bytes(root, MANIFEST_FILE))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise DatasetError(f"not valid JSON ({err})", source) from None
+    manifest = Manifest.from_json_dict(data, source)
+    for i, task in enumerate(manifest.tasks):
+        try:
+            get_task(task.name)
+        except ValueError as err:
+            raise DatasetError(str(err), source, field=f"tasks[{i}].name") from None
+    for name in manifest.reward_tasks:
+        try:
+            get_task(name)
+        except ValueError as err:
+            raise DatasetError(str(err), source, field="reward_tasks") from None
+    if list(manifest.actions) != list(ACTION_NAMES):
+        raise DatasetError(
+            f"{list(manifest.actions)}, the environment's actions are {list(ACTION_NAMES)}", source, field="actions"
+        )
+    if manifest.proprio_dim != PROPRIO_DIM:
+        raise DatasetError(f"{manifest.proprio_dim}, the environment's is {PROPRIO_DIM}", source, field="proprio_dim")
+    return manifest
+
+
+def load_shard(
+    root: str, manifest: Manifest, task: TaskEntry, shard: ShardEntry, check_hash: bool = True
+) -> list[Episode]:
+    """Decode one shard and check it against its manifest entry (sample count, transitions, sha256)."""
+    source = join(root, shard.path)
+    try:
+        data = read_bytes(root, shard.path)
+    except FileNotFoundError:
+        raise DatasetError("missing shard listed in the manifest", source) from None
+    episodes = list(decode_shard(data, source, task.name, manifest.image_size, shard.first_episode))
+    check_shard(source, data, episodes, shard, check_hash)
+    return episodes
+
+
+def check_shard(source: str, data: bytes, episodes: list[Episode], shard: ShardEntry, check_hash: bool = True) -> None:
+    """Compare a decoded shard with its manifest entry; errors name the shard and the manifest field."""
+    found = summarise_shard(shard.path, data, episodes).entry
+    for name in ("samples", "transitions", "successes", "bytes") + (("sha256",) if check_hash else ()):
+        if getattr(found, name) != getattr(shard, name):
+            raise DatasetError(
+                f"manifest says {getattr(shard, name)!r}, the shard has {getattr(found, name)!r}",
+                source,
+                field=f"manifest:{name}",
+            )
+
+
+@dataclass
+class TaskStats:
+    """Per-episode summaries of one task, gathered while verifying (frames are not kept)."""
+
+    name: str
+    lengths: list[int] = field(default_factory=list)
+    successes: list[bool] = field(default_factory=list)
+    returns: list[float] = field(default_factory=list)
+    action_counts: np.ndarray = field(default_factory=lambda: np.zeros(NUM_ACTIONS, dtype=np.int64))
+
+    def add(self, episode: Episode) -> None:
+        self.lengths.append(episode.length)
+        self.successes.append(episode.meta.success)
+        self.returns.append(episode.meta.episode_return)
+        self.action_counts += np.bincount(episode.actions, minlength=NUM_ACTIONS)
+
+
+def verify_dataset(root: str, manifest: Manifest | None = None, progress: bool = False) -> dict[str, TaskStats]:
+    """Check every shard against the manifest and the schema; return per-task statistics.
+
+    Checks: schema version and task names (``read_manifest``), every listed shard present, no
+    unlisted shard files, every sample decodes and validates, per-shard sample/transition counts,
+    sizes and sha256, and the per-task totals. The first problem raises a ``DatasetError``.
+    """
+    manifest = manifest or read_manifest(root)
+    source = join(root, MANIFEST_FILE)
+    stats: dict[str, TaskStats] = {}
+    total = sum(len(t.shards) for t in manifest.tasks)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, unit="shard", desc="verify")
+    for i, task in enumerate(manifest.tasks):
+        if not is_url(root):
+            listed = {Path(s.path).name for s in task.shards}
+            folder = local_path(root) / task.name
+            on_disk = {p.name for p in folder.glob("shard-*.tar")} if folder.is_dir() else set()
+            for name in sorted(on_disk - listed):
+                if SHARD_PATTERN.match(name):
+                    raise DatasetError(
+                        "shard file not listed in the manifest", str(folder / name), field="manifest:shards"
+                    )
+        task_stats = TaskStats(task.name)
+        for shard in task.shards:
+            for episode in load_shard(root, manifest, task, shard):
+                task_stats.add(episode)
+            if bar is not None:
+                bar.update()
+        for name, found in (("episodes", len(task_stats.lengths)), ("transitions", sum(task_stats.lengths))):
+            if getattr(task, name) != found:
+                raise DatasetError(
+                    f"{getattr(task, name)}, the shards hold {found}", source, field=f"tasks[{i}].{name}"
+                )
+        stats[task.name] = task_stats
+    if bar is not None:
+        bar.close()
+    return stats

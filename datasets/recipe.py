@@ -1,0 +1,185 @@
+"""Dataset recipes: per task, how many episodes and how noisy an oracle, read from a small YAML file.
+
+A recipe fully determines a dataset: with the same recipe (and the same simulator) every run, on
+any number of workers, writes byte-identical shards.
+
+.. code-block:: yaml
+
+    name: tiny
+    base_seed: 0
+    image_size: 32
+    max_steps: 12
+    episodes_per_shard: 2
+    tasks:
+      lift-cube: {episodes: 3}
+      place-cube-blue: {episodes: 2, random_action_prob: 0.3, position_std: 0.01}
+
+Packaged recipes (``robocds/datasets/recipes/*.yaml``) can be named without a path: ``tiny``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, fields, replace
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from robocds.datasets.errors import DatasetError
+from robocds.envs.camera import RENDERERS
+from robocds.envs.tasks import OracleNoise, get_task
+
+
+@dataclass(frozen=True)
+class TaskRecipe:
+    """One task's share of a dataset."""
+
+    task: str  # a name from robocds.envs.tasks.TASK_NAMES
+    episodes: int  # how many episodes to record (>= 1)
+    random_action_prob: float = 0.0  # oracle noise: probability of a uniformly random action
+    position_std: float = 0.0  # oracle noise: std (m) of a per-episode xy misperception
+
+    def __post_init__(self) -> None:
+        try:
+            get_task(self.task)
+        except ValueError as err:
+            raise ValueError(f"task={self.task!r}: {err}") from None
+        if isinstance(self.episodes, bool) or not isinstance(self.episodes, int) or self.episodes < 1:
+            raise ValueError(f"episodes={self.episodes!r} (task {self.task}): must be an int >= 1")
+        try:
+            self.noise  # noqa: B018 - OracleNoise checks both noise fields
+        except ValueError as err:
+            raise ValueError(f"task {self.task}: {err}") from None
+
+    @property
+    def noise(self) -> OracleNoise:
+        return OracleNoise(float(self.random_action_prob), float(self.position_std))
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A whole dataset: its tasks and the settings shared by every episode."""
+
+    name: str  # dataset name, recorded in the manifest
+    tasks: tuple[TaskRecipe, ...]  # in the order of the manifest (and of the batch rows by default)
+    base_seed: int = 0  # every episode seed derives from it (robocds.envs.seeds.data_episode_seed)
+    image_size: int = 64  # frames are image_size x image_size RGB
+    max_steps: int = 40  # episodes are truncated after this many steps
+    episodes_per_shard: int = 25  # one shard is one unit of (parallel, resumable) work
+    renderer: str = "tiny"  # "tiny" (CPU) or "egl" (GPU machines); frames differ slightly between them
+    substeps: int | None = None  # physics steps per action; None: the environment's default
+    description: str = ""  # free text: why the dataset looks the way it does
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"name={self.name!r}: must be a non-empty string")
+        if not self.tasks:
+            raise ValueError("tasks=(): a recipe needs at least one task")
+        names = [task.task for task in self.tasks]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"tasks: {duplicates[0]!r} is listed more than once")
+        for name in ("base_seed", "image_size", "max_steps", "episodes_per_shard"):
+            value = getattr(self, name)
+            low = 0 if name == "base_seed" else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name}={value!r}: must be an int >= {low}")
+        if self.image_size < 8:
+            raise ValueError(f"image_size={self.image_size}: must be >= 8")
+        if self.renderer not in RENDERERS:
+            raise ValueError(f"renderer={self.renderer!r}: must be one of {RENDERERS}")
+        if self.substeps is not None and (not isinstance(self.substeps, int) or self.substeps < 1):
+            raise ValueError(f"substeps={self.substeps!r}: must be an int >= 1 or null")
+
+    @property
+    def task_names(self) -> tuple[str, ...]:
+        return tuple(task.task for task in self.tasks)
+
+    @property
+    def total_episodes(self) -> int:
+        return sum(task.episodes for task in self.tasks)
+
+    def task(self, name: str) -> TaskRecipe:
+        for task in self.tasks:
+            if task.task == name:
+                return task
+        raise ValueError(f"task {name!r} is not in recipe {self.name!r}")
+
+    def num_shards(self, task: str) -> int:
+        return -(-self.task(task).episodes // self.episodes_per_shard)
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """Canonical JSON form (tasks as a mapping, like the YAML)."""
+        out = asdict(self)
+        out["tasks"] = {task.task: {k: v for k, v in asdict(task).items() if k != "task"} for task in self.tasks}
+        return out
+
+    def fingerprint(self) -> str:
+        """sha256 of everything that determines the data (not the name or description)."""
+        data = self.to_json_dict()
+        del data["name"], data["description"]
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+    def with_overrides(self, **changes: Any) -> Recipe:
+        """A copy with top-level settings changed (None values are ignored)."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def recipe_from_dict(data: Any, source: str = "<recipe>") -> Recipe:
+    """Build a ``Recipe`` from parsed YAML/JSON; errors name ``source`` and the field."""
+    if not isinstance(data, dict):
+        raise DatasetError(f"expected a mapping, got {type(data).__name__}", source)
+    known = {f.name for f in fields(Recipe)}
+    for key in data:
+        if key not in known:
+            raise DatasetError(f"unknown field; known fields: {', '.join(sorted(known))}", source, field=str(key))
+    tasks_data = data.get("tasks")
+    if not isinstance(tasks_data, dict) or not tasks_data:
+        raise DatasetError("expected a non-empty mapping of task name -> {episodes: ...}", source, field="tasks")
+    task_known = {f.name for f in fields(TaskRecipe)} - {"task"}
+    tasks = []
+    for name, spec in tasks_data.items():
+        where = f"tasks.{name}"
+        if not isinstance(spec, dict):
+            raise DatasetError(f"expected a mapping like {{episodes: 10}}, got {spec!r}", source, field=where)
+        for key in spec:
+            if key not in task_known:
+                raise DatasetError(
+                    f"unknown field; known: {', '.join(sorted(task_known))}", source, field=f"{where}.{key}"
+                )
+        try:
+            tasks.append(TaskRecipe(task=str(name), **spec))
+        except (TypeError, ValueError) as err:
+            raise DatasetError(str(err), source, field=where) from None
+    try:
+        return Recipe(**{**data, "tasks": tuple(tasks)})
+    except (TypeError, ValueError) as err:
+        raise DatasetError(str(err), source) from None
+
+
+def packaged_recipes() -> list[str]:
+    """Names of the recipes shipped with the package."""
+    folder = resources.files("robocds.datasets") / "recipes"
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_recipe(path_or_name: str | Path) -> Recipe:
+    """Read a recipe from a YAML file, or a packaged recipe by name (``tiny``, ``benchmark``)."""
+    path = Path(path_or_name)
+    if path.is_file():
+        text, source = path.read_text(), str(path)
+    else:
+        resource = resources.files("robocds.datasets") / "recipes" / f"{path_or_name}.yaml"
+        if not resource.is_file():
+            raise DatasetError(
+                f"no such file, and not a packaged recipe (packaged: {', '.join(packaged_recipes())})",
+                str(path_or_name),
+            )
+        text, source = resource.read_text(), f"recipes/{path_or_name}.yaml"
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise DatasetError(f"invalid YAML: {err}", source) from None
+    return recipe_from_dict(data, source)

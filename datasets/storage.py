@@ -1,0 +1,175 @@
+"""Where shards live: local folders (atomic writes) or URLs (through WebDataset's ``gopen``), and tar I/O.
+
+Local writes go to a hidden temporary name in the destination folder and are renamed into place
+with ``os.replace`` once complete and flushed, so a reader never sees a partial shard or manifest.
+URL destinations (``pipe:``, ``gs://``, ``http(s)://`` ...) are written in one stream per file with
+whatever atomicity the destination gives; see ``docs/DATASETS.md``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tarfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import webdataset as wds
+from robocds.datasets.errors import DatasetError
+from robocds.datasets.schema import TEMP_SUFFIX
+
+TAR_USER = "robocds"  # fixed owner and mtime in tar headers: shards are byte-identical across runs
+TAR_MTIME = 0.0
+
+
+def is_url(root: str) -> bool:
+    """Whether ``root`` is a URL for ``gopen`` rather than a local folder ('file:' URLs count as local)."""
+    return ("://" in root and not root.startswith("file://")) or root.startswith("pipe:")
+
+
+def local_path(root: str) -> Path:
+    return Path(root[len("file://") :] if root.startswith("file://") else root)
+
+
+def join(root: str, relpath: str) -> str:
+    """``root``/``relpath`` for a folder or a URL."""
+    if is_url(root):
+        return root.rstrip("/") + "/" + relpath
+    return str(local_path(root) / relpath)
+
+
+def read_bytes(root: str, relpath: str) -> bytes:
+    location = join(root, relpath)
+    if is_url(root):
+        with wds.gopen(location, "rb") as stream:
+            return stream.read()
+    return Path(location).read_bytes()
+
+
+def exists(root: str, relpath: str) -> bool:
+    """Whether a finished file exists; unknowable for URLs in general, so False there (rewrite)."""
+    return not is_url(root) and Path(join(root, relpath)).is_file()
+
+
+def temp_name(final: Path) -> Path:
+    """Hidden, process-unique temporary sibling of ``final``."""
+    return final.with_name(f".{final.name}.{os.getpid()}{TEMP_SUFFIX}")
+
+
+def write_bytes_atomic(root: str, relpath: str, data: bytes) -> None:
+    """Write ``data`` to ``root``/``relpath`` so that it appears complete or not at all."""
+    if is_url(root):
+        with wds.gopen(join(root, relpath), "wb") as stream:
+            stream.write(data)
+        return
+    final = Path(join(root, relpath))
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_name(final)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())  # the rename must never expose a file whose bytes are not on disk
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(final.parent)
+
+
+def write_json_atomic(root: str, relpath: str, data: Any) -> None:
+    write_bytes_atomic(root, relpath, (json.dumps(data, indent=1) + "\n").encode())
+
+
+def remove_stale_temps(folder: Path, shard_names: Iterable[str]) -> int:
+    """Delete leftovers of interrupted writes of the given shards; returns how many."""
+    removed = 0
+    for name in shard_names:
+        for tmp in folder.glob(f".{name}.*{TEMP_SUFFIX}"):
+            tmp.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # not every filesystem supports fsync on a directory
+    finally:
+        os.close(fd)
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# ----------------------------------------------------------------------------- tar files
+
+
+def tar_bytes(samples: Iterable[dict[str, Any]]) -> bytes:
+    """A WebDataset tar of already-encoded samples (``__key__`` plus suffix -> bytes), deterministic bytes."""
+    buffer = io.BytesIO()
+    with wds.TarWriter(buffer, encoder=False, mtime=TAR_MTIME, user=TAR_USER, group=TAR_USER) as writer:
+        for sample in samples:
+            writer.write(sample)
+    return buffer.getvalue()
+
+
+def split_member_name(name: str) -> tuple[str, str]:
+    """WebDataset's convention: the key is everything before the first dot of the basename."""
+    folder, _, base = name.rpartition("/")
+    stem, dot, suffix = base.partition(".")
+    if not dot or not stem:
+        return "", ""
+    return (f"{folder}/{stem}" if folder else stem), suffix
+
+
+def iter_tar_samples(data: bytes, source: str) -> Iterator[dict[str, Any]]:
+    """Group a tar's members into samples (``__key__``, ``__url__`` and suffix -> bytes), like WebDataset.
+
+    Raises ``DatasetError`` naming ``source`` (and the last sample key seen) for a truncated or
+    corrupt archive, a non-file member, a member without a suffix, or a duplicate member.
+    """
+    current: dict[str, Any] | None = None
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as archive:
+            for member in archive:
+                where = current["__key__"] if current else None
+                if not member.isreg():
+                    raise DatasetError(f"member {member.name!r} is not a regular file", source, where, "tar")
+                key, suffix = split_member_name(member.name)
+                if not key:
+                    raise DatasetError(f"member {member.name!r} has no <key>.<suffix> name", source, where, "tar")
+                if current is None or current["__key__"] != key:
+                    if current is not None:
+                        yield current
+                    current = {"__key__": key, "__url__": source}
+                if suffix in current:
+                    raise DatasetError("duplicate member", source, key, suffix)
+                extracted = archive.extractfile(member)
+                assert extracted is not None
+                content = extracted.read()
+                if len(content) != member.size:
+                    raise DatasetError("truncated tar: member shorter than its header says", source, key, suffix)
+                current[suffix] = content
+            # tarfile stops silently at a bad header after the first member; the rest must be zero padding.
+            tail = data[archive.offset :]
+            if len(tail) < 2 * tarfile.BLOCKSIZE:
+                where = current["__key__"] if current else None
+                raise DatasetError("truncated tar: no end-of-archive marker", source, where, "tar")
+            if any(tail):
+                where = current["__key__"] if current else None
+                raise DatasetError(f"corrupt tar: unreadable header at byte {archive.offset}", source, where, "tar")
+    except (tarfile.TarError, EOFError, OSError) as err:
+        where = current["__key__"] if current else None
+        raise DatasetError(f"truncated or corrupt tar ({type(err).__name__}: {err})", source, where, "tar") from None
+    if current is not None:
+        yield current
