@@ -9,7 +9,7 @@ import numpy as np
 from robocds.envs.actions import NUM_ACTIONS, WRIST_DELTAS, Action
 from robocds.envs.arm import GRASP_POINT_OFFSET, KukaGripperArm
 from robocds.envs.camera import RENDERERS, Camera
-from robocds.envs.scene import TabletopScene
+from robocds.envs.scene import OBJECTS, TabletopScene
 from robocds.envs.tasks import TASK_NAMES, TASKS, get_task
 from robocds.envs.tasks.base import HOVER_WRIST_Z
 
@@ -17,6 +17,13 @@ from robocds.envs.tasks.base import HOVER_WRIST_Z
 INFO_TASK_REWARDS = "task_rewards"  # float32 [num_tasks]: reward of every task of the suite
 INFO_TASK_SUCCESSES = "task_successes"  # bool [num_tasks]: success of every task of the suite
 INFO_SUCCESS = "is_success"  # bool: this env's own task succeeded (gymnasium/SB3 convention)
+
+WORLD_RADIUS = 5.0  # metres: anything farther from the arm (or not finite) means the simulation blew up
+
+
+class SimulationDiverged(RuntimeError):
+    """The physics produced a non-finite or absurd state; the episode cannot go on."""
+
 
 HOME_GRASP_POINT_XY = (0.56, 0.0)  # every episode starts with the gripper open over the table centre
 PROPRIO_DIM = 4  # grasp point xyz (metres) and fingertip gap (metres)
@@ -95,8 +102,18 @@ class ManipulationEnv(gym.Env):
     def close(self) -> None:
         self.scene.close()
 
+    def _check_finite(self, state) -> None:
+        for name, xyz in zip([spec.name for spec in OBJECTS], state.object_positions):
+            if not np.all(np.isfinite(xyz)) or np.abs(xyz).max() > WORLD_RADIUS:
+                raise SimulationDiverged(
+                    f"{self.task.name}: object {name!r} at {np.round(xyz, 3).tolist()} after step {self._steps}"
+                )
+        if not np.all(np.isfinite(state.wrist)) or not np.isfinite(state.finger_gap):
+            raise SimulationDiverged(f"{self.task.name}: arm state is not finite after step {self._steps}")
+
     def _observe(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         state = self.scene.state()
+        self._check_finite(state)
         successes = np.array([task.success(state) for task in TASKS], dtype=bool)
         self._frame = self.camera.render()
         proprio = np.array([*state.grasp_point, state.finger_gap], dtype=np.float32)

@@ -104,3 +104,13 @@ def test_egl_renderer_shows_the_scene(make_env):
         pytest.skip(str(error))
     obs, _ = env.reset(seed=0)
     assert obs["image"].shape == (32, 32, 3) and obs["image"].std() > 10
+
+
+def test_a_blown_up_simulation_raises_a_clear_error(make_env):
+    from robocds.envs.env import SimulationDiverged
+
+    env = make_env("lift-cube", image_size=32)
+    env.reset(seed=0)
+    env.scene.client.resetBasePositionAndOrientation(env.scene.objects[1], [1e3, 0, 0], [0, 0, 0, 1])
+    with pytest.raises(SimulationDiverged, match="object 'cylinder' at \\[1000.0"):
+        env.step(Action.UP)
