@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import argparse
 
+from tqdm import tqdm
+
 from robocds.envs.env import ManipulationEnv
 from robocds.envs.rollout import play_oracle_episode
 from robocds.envs.seeds import data_episode_seed
 from robocds.envs.tasks import TASK_NAMES, OracleNoise, ScriptedOracle, get_task
-from tqdm import tqdm
 
 
 def oracle_success_rate(task: str, episodes: int, noise: OracleNoise, base_seed: int = 0) -> tuple[float, float]:

@@ -9,12 +9,13 @@ import argparse
 import json
 from pathlib import Path
 
+from tqdm import tqdm
+
 from robocds.envs.env import ManipulationEnv
 from robocds.envs.media import contact_sheet, label, write_png, write_video
 from robocds.envs.rollout import play_oracle_episode
 from robocds.envs.seeds import eval_episode_seed
 from robocds.envs.tasks import TASK_NAMES, OracleNoise, ScriptedOracle, get_task
-from tqdm import tqdm
 
 SHEET_COLUMNS = 10
 

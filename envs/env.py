@@ -6,6 +6,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+
 from robocds.envs.actions import NUM_ACTIONS, WRIST_DELTAS, Action
 from robocds.envs.arm import GRASP_POINT_OFFSET, KukaGripperArm
 from robocds.envs.camera import RENDERERS, Camera

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gymnasium as gym
+
 from robocds.envs.tasks import TASK_NAMES
 
 ENV_ID_PREFIX = "robocds/"

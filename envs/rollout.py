@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from robocds.envs.env import ManipulationEnv
 from robocds.envs.tasks import ScriptedOracle
 

@@ -12,6 +12,7 @@ import numpy as np
 import pybullet
 import pybullet_data
 from pybullet_utils.bullet_client import BulletClient
+
 from robocds.envs.arm import FINGER_LINKS, GRASP_POINT_OFFSET, ArmLimits, KukaGripperArm
 from robocds.envs.camera import load_egl
 

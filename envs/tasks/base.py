@@ -11,6 +11,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import numpy as np
+
 from robocds.envs.actions import NUM_ACTIONS, STEP_XY, STEP_Z, Action
 from robocds.envs.arm import GRASP_WRIST_Z, KukaGripperArm
 from robocds.envs.scene import OBJECTS, SceneState

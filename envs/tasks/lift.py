@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+
 from robocds.envs.actions import Action
 from robocds.envs.arm import KukaGripperArm
 from robocds.envs.scene import SceneState

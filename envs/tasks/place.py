@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+
 from robocds.envs.actions import STEP_Z, Action
 from robocds.envs.arm import GRASP_WRIST_Z, KukaGripperArm
 from robocds.envs.scene import ZONES, SceneState

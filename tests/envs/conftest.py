@@ -1,4 +1,5 @@
 import pytest
+
 from robocds.envs.env import ManipulationEnv
 
 

@@ -2,6 +2,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
+
 from robocds.envs import env_id
 from robocds.envs.actions import NUM_ACTIONS, Action
 from robocds.envs.env import INFO_SUCCESS, INFO_TASK_REWARDS, INFO_TASK_SUCCESSES, PROPRIO_DIM

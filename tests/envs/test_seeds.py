@@ -1,4 +1,5 @@
 import pytest
+
 from robocds.envs.seeds import EVAL_SEED_START, data_episode_seed, eval_episode_seed, is_eval_seed
 
 

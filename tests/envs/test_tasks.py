@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+
 from robocds.envs.actions import Action
 from robocds.envs.env import INFO_TASK_SUCCESSES
 from robocds.envs.rollout import play_oracle_episode

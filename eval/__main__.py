@@ -1,0 +1,3 @@
+from robocds.eval.evaluate import main
+
+main()

@@ -1,0 +1,287 @@
+"""Roll a policy out in the simulated arm: per-episode records, success rates with intervals, videos.
+
+    robocds-eval --checkpoint runs/cds/checkpoints/last.ckpt --episodes 50 --out runs/cds/eval
+
+Output folder:
+
+- ``summary.json``: settings, per-task success rate with its 95% Wilson interval, the average, and
+  one record per episode (see ``EpisodeRecord``);
+- ``results.md``: the per-task table in Markdown;
+- ``videos/<task>-<episode>-<success|failure>.mp4``: the first few episodes of every task.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from robocds.envs.media import label, write_video
+from robocds.envs.seeds import EVAL_SEED_START, SEED_END, eval_episode_seed
+from robocds.envs.tasks import TASK_NAMES, get_task
+from robocds.eval.policy import CheckpointPolicy, OraclePolicy, Policy, RandomPolicy
+from robocds.eval.stats import wilson_interval
+from robocds.eval.workers import ORACLE_ACTION, EnvSettings, WorkerPool
+
+SUMMARY_FILE = "summary.json"
+TABLE_FILE = "results.md"
+
+
+@dataclass
+class EpisodeRecord:
+    """One evaluation episode."""
+
+    task: str
+    episode: int  # index within the task, 0-based
+    seed: int  # env seed, from the evaluation range (never a dataset seed)
+    success: bool
+    episode_return: float  # sum of rewards (0 or 1: rewards are sparse and the episode ends on success)
+    length: int  # steps taken
+    error: str | None = None  # why the episode failed early (env error, simulation blow-up, dead worker)
+
+
+@dataclass
+class _Running:
+    record: EpisodeRecord
+    obs: dict
+    frames: list = field(default_factory=list)
+    keep_frames: bool = False
+
+
+@dataclass
+class TaskResult:
+    episodes: int
+    successes: int
+    success_rate: float
+    ci95: tuple[float, float]
+    mean_return: float
+    mean_length: float
+    errors: int
+
+
+def rollout(
+    policy: Policy,
+    tasks: Sequence[str],
+    episodes: int,
+    workers: int = 0,
+    settings: EnvSettings = EnvSettings(),
+    base_seed: int = 0,
+    videos_per_task: int = 0,
+    progress: bool = True,
+) -> tuple[list[EpisodeRecord], dict[tuple[str, int], list[np.ndarray]]]:
+    """Play ``episodes`` episodes of every task; return records and the frames of the recorded ones.
+
+    Episodes run concurrently, one per worker; the policy acts on all of them in one batch per step.
+    """
+    for task in tasks:
+        get_task(task)
+        if task not in policy.task_names:
+            raise ValueError(f"task {task!r}: the policy knows only {list(policy.task_names)}")
+    if episodes < 1:
+        raise ValueError(f"episodes={episodes}: must be >= 1")
+    jobs = deque((task, e) for e in range(episodes) for task in tasks)  # interleaved: early results cover all tasks
+    records: list[EpisodeRecord] = []
+    videos: dict[tuple[str, int], list[np.ndarray]] = {}
+    with (
+        WorkerPool(workers, settings) as pool,
+        tqdm(total=len(jobs), desc="evaluation", unit="ep", disable=not progress) as bar,
+    ):
+        running: dict[int, _Running] = {}
+
+        def finish(slot: int, error: str | None = None) -> None:
+            run = running.pop(slot)
+            run.record.error = error
+            records.append(run.record)
+            if run.keep_frames:
+                videos[(run.record.task, run.record.episode)] = run.frames
+            bar.update()
+            bar.set_postfix(success=f"{np.mean([r.success for r in records]):.0%}")
+
+        while jobs or running:
+            idle = [slot for slot in range(len(pool)) if slot not in running]
+            started = []
+            for slot in idle:
+                if not jobs:
+                    break
+                task, episode = jobs.popleft()
+                seed = eval_episode_seed(base_seed, TASK_NAMES.index(task), episode)
+                running[slot] = _Running(
+                    EpisodeRecord(task, episode, seed, False, 0.0, 0), {}, [], episode < videos_per_task
+                )
+                pool.workers[slot].send(("reset", task, seed))
+                started.append(slot)
+            for slot in started:
+                status, payload = pool.workers[slot].recv()
+                if status == "error":
+                    finish(slot, payload)
+                    continue
+                running[slot].obs = payload
+                if running[slot].keep_frames:
+                    running[slot].frames.append(payload["image"])
+            if not running:
+                continue
+            slots = sorted(running)
+            if policy.runs_in_worker:
+                actions = [ORACLE_ACTION] * len(slots)
+            else:
+                images = np.stack([running[s].obs["image"] for s in slots])
+                proprio = np.stack([running[s].obs["proprio"] for s in slots])
+                actions = [int(a) for a in policy.act(images, proprio, [running[s].record.task for s in slots])]
+            for slot, action in zip(slots, actions):
+                pool.workers[slot].send(("step", action))
+            for slot in slots:
+                status, payload = pool.workers[slot].recv()
+                if status == "error":
+                    finish(slot, payload)
+                    continue
+                obs, reward, terminated, truncated = payload
+                run = running[slot]
+                run.obs = obs
+                run.record.length += 1
+                run.record.episode_return += float(reward)
+                if run.keep_frames:
+                    run.frames.append(obs["image"])
+                if terminated or truncated:
+                    run.record.success = bool(terminated)
+                    finish(slot)
+    records.sort(key=lambda r: (tasks.index(r.task), r.episode))
+    return records, videos
+
+
+def summarize(records: Sequence[EpisodeRecord], tasks: Sequence[str]) -> dict[str, TaskResult]:
+    """Per task: success rate with its 95% Wilson interval, mean return and length, error count."""
+    results = {}
+    for task in tasks:
+        mine = [r for r in records if r.task == task]
+        wins = sum(r.success for r in mine)
+        results[task] = TaskResult(
+            episodes=len(mine),
+            successes=wins,
+            success_rate=wins / len(mine) if mine else 0.0,
+            ci95=wilson_interval(wins, len(mine)),
+            mean_return=float(np.mean([r.episode_return for r in mine])) if mine else 0.0,
+            mean_length=float(np.mean([r.length for r in mine])) if mine else 0.0,
+            errors=sum(r.error is not None for r in mine),
+        )
+    return results
+
+
+def markdown_table(results: dict[str, TaskResult]) -> str:
+    lines = ["| task | success | 95% interval | episodes | mean length | errors |", "|---|---|---|---|---|---|"]
+    for task, r in results.items():
+        lines.append(
+            f"| {task} | {r.success_rate:.1%} | [{r.ci95[0]:.1%}, {r.ci95[1]:.1%}] | {r.episodes} "
+            f"| {r.mean_length:.1f} | {r.errors} |"
+        )
+    average = float(np.mean([r.success_rate for r in results.values()]))
+    lines.append(f"| **average** | **{average:.1%}** | | {sum(r.episodes for r in results.values())} | | |")
+    return "\n".join(lines) + "\n"
+
+
+def evaluate(
+    policy: Policy,
+    out_dir: str | Path,
+    tasks: Sequence[str] | None = None,
+    episodes: int = 50,
+    workers: int = 0,
+    settings: EnvSettings = EnvSettings(),
+    base_seed: int = 0,
+    videos_per_task: int = 2,
+    label_: str | None = None,
+    progress: bool = True,
+) -> dict:
+    """Roll ``policy`` out and write ``summary.json``, ``results.md`` and videos into ``out_dir``."""
+    tasks = list(tasks or policy.task_names)
+    start = time.perf_counter()
+    records, videos = rollout(policy, tasks, episodes, workers, settings, base_seed, videos_per_task, progress)
+    wall = time.perf_counter() - start
+    results = summarize(records, tasks)
+    out = Path(out_dir)
+    for (task, episode), frames in videos.items():
+        success = next(r.success for r in records if r.task == task and r.episode == episode)
+        outcome = "success" if success else "failure"
+        color = (80, 255, 80) if success else (255, 90, 90)
+        write_video(
+            out / "videos" / f"{task}-{episode:03d}-{outcome}.mp4",
+            [label(f, f"{task} {outcome}", color) for f in frames],
+        )
+    errors = sum(r.error is not None for r in records)
+    summary = {
+        "label": label_ or policy.name,
+        "policy": policy.name,
+        "tasks": tasks,
+        "episodes_per_task": episodes,
+        "base_seed": base_seed,
+        "seed_range": [EVAL_SEED_START, SEED_END],
+        "env": asdict(settings),
+        "workers": workers,
+        "device": str(getattr(policy, "device", "cpu")),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "wall_time_s": round(wall, 2),
+        "episodes_per_s": round(len(records) / wall, 3) if wall > 0 else None,
+        "errors": errors,
+        "average_success": float(np.mean([r.success_rate for r in results.values()])),
+        "per_task": {task: asdict(r) for task, r in results.items()},
+        "episodes": [asdict(r) for r in records],
+    }
+    _write_atomic(out / SUMMARY_FILE, json.dumps(summary, indent=2))
+    _write_atomic(out / TABLE_FILE, f"# Evaluation: {summary['label']}\n\n" + markdown_table(results))
+    return summary
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def make_policy(checkpoint: str | None, policy: str, device: str | None, seed: int) -> Policy:
+    if checkpoint:
+        return CheckpointPolicy(checkpoint, device)
+    if policy == "oracle":
+        return OraclePolicy(TASK_NAMES)
+    if policy == "random":
+        return RandomPolicy(TASK_NAMES, seed)
+    raise ValueError("give --checkpoint, or --policy oracle|random")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Roll a trained policy out in the simulated arm and report success.")
+    parser.add_argument("--checkpoint", help="a MultiTaskCQL checkpoint (.ckpt); the model is rebuilt from it")
+    parser.add_argument("--policy", choices=["oracle", "random"], help="evaluate a reference policy instead")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--tasks", nargs="+", help="task names (default: every task the policy knows)")
+    parser.add_argument("--episodes", type=int, default=50, help="episodes per task")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="env worker processes (0: in-process)")
+    parser.add_argument("--device", help="policy device (default: cuda if available, else cpu)")
+    parser.add_argument("--seed", type=int, default=0, help="base seed of the evaluation episodes")
+    parser.add_argument("--videos", type=int, default=2, help="episodes per task to record as mp4")
+    parser.add_argument("--image-size", type=int, help="camera resolution (default: the checkpoint's, else 64)")
+    parser.add_argument("--max-steps", type=int, default=40, help="horizon")
+    parser.add_argument("--renderer", default="tiny", choices=["tiny", "egl"])
+    parser.add_argument("--label", help="name of this run in reports (default: the policy's name)")
+    args = parser.parse_args(argv)
+    policy = make_policy(args.checkpoint, args.policy, args.device, args.seed)
+    image_size = args.image_size or int(getattr(getattr(policy, "module", None), "hparams", {}).get("image_size", 64))
+    settings = EnvSettings(image_size=image_size, max_steps=args.max_steps, renderer=args.renderer)
+    summary = evaluate(
+        policy, args.out, args.tasks, args.episodes, args.workers, settings, args.seed, args.videos, args.label
+    )
+    print(Path(args.out, TABLE_FILE).read_text())
+    if summary["errors"]:
+        print(f"{summary['errors']} episode(s) ended in an error, counted as failures; reasons in summary.json")
+    print(f"outputs: {args.out}/{SUMMARY_FILE}, {args.out}/{TABLE_FILE}, {args.out}/videos/")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""Policies that evaluation can roll out: a trained checkpoint, the scripted oracle, uniform random."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from robocds.envs.actions import NUM_ACTIONS
+
+
+class Policy(Protocol):
+    """Chooses actions for a batch of observations, each for its own task."""
+
+    name: str
+    task_names: Sequence[str]  # the tasks it can act for
+    runs_in_worker: bool  # True: the env worker computes the action itself (scripted oracle)
+
+    def act(self, images: np.ndarray, proprio: np.ndarray, tasks: Sequence[str]) -> np.ndarray:
+        """uint8 [N, H, W, 3] frames, float32 [N, P] proprio, N task names -> int64 [N] actions."""
+        ...
+
+
+class CheckpointPolicy:
+    """Greedy policy of a trained ``MultiTaskCQL`` checkpoint, batched on ``device``."""
+
+    runs_in_worker = False
+
+    def __init__(self, checkpoint: str | Path, device: str | torch.device | None = None) -> None:
+        from robocds.module import MultiTaskCQL  # torch-heavy: imported only when a checkpoint is used
+
+        path = Path(checkpoint)
+        if not path.is_file():
+            raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.module = MultiTaskCQL.load_from_checkpoint(path, map_location=self.device)
+        self.module.eval()
+        self.task_names = list(self.module.task_names)
+        self.name = path.stem
+        self._index = {name: i for i, name in enumerate(self.task_names)}
+
+    def act(self, images: np.ndarray, proprio: np.ndarray, tasks: Sequence[str]) -> np.ndarray:
+        image = torch.from_numpy(np.ascontiguousarray(images)).to(self.device, non_blocking=True)
+        state = torch.from_numpy(np.ascontiguousarray(proprio)).to(self.device, non_blocking=True)
+        actions = self.module.act(image, state)  # [N, T]
+        columns = torch.tensor([self._index[t] for t in tasks], device=actions.device)
+        return actions.gather(1, columns[:, None])[:, 0].cpu().numpy()
+
+
+class OraclePolicy:
+    """The scripted oracle of each task (noise 0); it reads the true state inside the env worker."""
+
+    runs_in_worker = True
+    name = "oracle"
+
+    def __init__(self, task_names: Sequence[str]) -> None:
+        self.task_names = list(task_names)
+
+    def act(self, images: np.ndarray, proprio: np.ndarray, tasks: Sequence[str]) -> np.ndarray:
+        raise RuntimeError("the oracle acts inside the env workers")
+
+
+class RandomPolicy:
+    """Uniformly random actions: the floor any learned policy should clear."""
+
+    runs_in_worker = False
+    name = "random"
+
+    def __init__(self, task_names: Sequence[str], seed: int = 0) -> None:
+        self.task_names = list(task_names)
+        self.rng = np.random.default_rng(seed)
+
+    def act(self, images: np.ndarray, proprio: np.ndarray, tasks: Sequence[str]) -> np.ndarray:
+        return self.rng.integers(NUM_ACTIONS, size=len(tasks))
