@@ -1,0 +1,105 @@
+"""CQL maths against values computed by hand on hand-made tensors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from robocds.cql import (
+    cql_terms,
+    data_action_values,
+    elementwise_td_loss,
+    next_state_values,
+    per_task_weighted_mean,
+    td_targets,
+    weighted_task_mean,
+)
+
+
+def lse(*xs: float) -> float:
+    return math.log(sum(math.exp(x) for x in xs))
+
+
+# One head, T = 2 tasks, B = 1 transition per task, A = 2 actions. Entry [j, 0, i] = transition of
+# task j read for task i.
+Q = torch.tensor(
+    [
+        [[[1.0, 2.0], [0.0, 0.0]]],  # j = 0: Q_0 = (1, 2), Q_1 = (0, 0)
+        [[[3.0, 1.0], [-1.0, 1.0]]],  # j = 1: Q_0 = (3, 1), Q_1 = (-1, 1)
+    ]
+)[None]  # [K=1, T_src=2, B=1, T_tgt=2, A=2]
+ACTIONS = torch.tensor([[1], [0]])  # task 0 took action 1, task 1 took action 0
+TARGETS = torch.tensor([[[1.5, 0.0]], [[3.5, 0.0]]])  # [T_src, B, T_tgt]
+WEIGHTS = torch.tensor([[[1.0, 0.5]], [[0.0, 1.0]]])  # 0 -> 1 shared at 0.5, 1 -> 0 not shared
+
+
+def test_data_action_values_pick_the_taken_action_for_every_target_task() -> None:
+    q_data = data_action_values(Q, ACTIONS)
+    assert q_data.shape == (1, 2, 1, 2)
+    assert q_data[0].tolist() == [[[2.0, 0.0]], [[3.0, -1.0]]]
+
+
+def test_cql_terms_match_hand_computed_values() -> None:
+    terms = cql_terms(Q, ACTIONS, TARGETS, WEIGHTS, alpha=2.0, td_loss="mse")
+    # Squared TD errors: (2 - 1.5)^2, (0 - 0)^2, (3 - 3.5)^2, (-1 - 0)^2.
+    td_task0 = (1.0 * 0.25 + 0.0 * 0.25) / 1.0
+    td_task1 = (0.5 * 0.0 + 1.0 * 1.0) / 1.5
+    gap = {(0, 0): lse(1, 2) - 2, (0, 1): lse(0, 0) - 0, (1, 0): lse(3, 1) - 3, (1, 1): lse(-1, 1) + 1}
+    cql_task0 = gap[0, 0]
+    cql_task1 = (0.5 * gap[0, 1] + gap[1, 1]) / 1.5
+    td = (td_task0 + td_task1) / 2
+    cql = (cql_task0 + cql_task1) / 2
+    assert terms.td_loss.item() == pytest.approx(td, rel=1e-6)
+    assert terms.cql_loss.item() == pytest.approx(cql, rel=1e-6)
+    assert terms.loss.item() == pytest.approx(td + 2.0 * cql, rel=1e-6)
+    assert terms.q_data.item() == pytest.approx((2.0 + (0.5 * 0.0 - 1.0) / 1.5) / 2, rel=1e-6)
+    lse_task1 = (0.5 * lse(0, 0) + lse(-1, 1)) / 1.5
+    assert terms.logsumexp.item() == pytest.approx((lse(1, 2) + lse_task1) / 2, rel=1e-6)
+    assert terms.target.item() == pytest.approx((1.5 + 0.0) / 2, rel=1e-6)
+    assert terms.routed_weight.item() == pytest.approx(2.5 / 4)
+    assert set(terms.metrics()) == {"loss", "td_loss", "cql_loss", "q_data", "logsumexp", "target", "routed_weight"}
+
+
+def test_heads_are_summed_in_the_losses_and_averaged_in_the_statistics() -> None:
+    q2 = torch.cat([Q, Q + 1.0])  # second head: every Q one higher
+    one = cql_terms(Q, ACTIONS, TARGETS, WEIGHTS, alpha=1.0, td_loss="mse")
+    two = cql_terms(q2, ACTIONS, TARGETS, WEIGHTS, alpha=1.0, td_loss="mse")
+    shifted = cql_terms(Q + 1.0, ACTIONS, TARGETS, WEIGHTS, alpha=1.0, td_loss="mse")
+    assert two.td_loss.item() == pytest.approx(one.td_loss.item() + shifted.td_loss.item(), rel=1e-6)
+    assert two.cql_loss.item() == pytest.approx(2 * one.cql_loss.item(), rel=1e-6)  # the gap is shift-invariant
+    assert two.q_data.item() == pytest.approx(one.q_data.item() + 0.5, rel=1e-6)
+
+
+def test_huber_is_quadratic_inside_unit_error_and_linear_outside() -> None:
+    q = torch.tensor([0.5, 3.0, -2.0]).view(1, 1, 3, 1)
+    targets = torch.zeros(1, 3, 1)
+    loss = elementwise_td_loss(q, targets, "huber").flatten().tolist()
+    assert loss == pytest.approx([0.5 * 0.25, 3.0 - 0.5, 2.0 - 0.5])
+    with pytest.raises(ValueError, match="td_loss='l1'"):
+        elementwise_td_loss(q, targets, "l1")
+
+
+def test_next_state_values_min_over_heads_at_greedy_action() -> None:
+    # Two heads, one next state, A = 3.
+    target = torch.tensor([[1.0, 5.0, 2.0], [3.0, 4.0, 0.0]]).view(2, 1, 3)
+    # min over heads = (1, 4, 0) -> greedy action 1 -> value min(5, 4) = 4.
+    assert next_state_values(target).item() == 4.0
+    # Double DQN: online net prefers action 2 -> value min(2, 0) = 0.
+    online = torch.tensor([[0.0, 0.0, 9.0], [0.0, 0.0, 8.0]]).view(2, 1, 3)
+    assert next_state_values(target, online).item() == 0.0
+
+
+def test_td_targets_mask_terminals() -> None:
+    rewards = torch.tensor([1.0, 0.0, 0.5])
+    dones = torch.tensor([1.0, 0.0, 0.0])
+    next_values = torch.tensor([10.0, 2.0, -1.0])
+    assert td_targets(rewards, dones, next_values, gamma=0.9).tolist() == pytest.approx([1.0, 1.8, -0.4])
+
+
+def test_weighted_means_normalise_per_target_task() -> None:
+    values = torch.tensor([[[1.0, 10.0], [3.0, 20.0]], [[5.0, 30.0], [7.0, 40.0]]])  # [2, 2, 2]
+    weights = torch.tensor([[[1.0, 0.0], [1.0, 0.0]], [[0.0, 1.0], [0.0, 1.0]]])  # own data only
+    assert per_task_weighted_mean(values, weights).tolist() == [2.0, 35.0]
+    assert weighted_task_mean(values, weights).item() == 18.5

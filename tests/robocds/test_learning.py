@@ -1,0 +1,163 @@
+"""Encoder, augmentation, Q-network and the Lightning module on synthetic batches."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from synthetic_batches import TINY_ENCODER, make_batch
+
+from robocds.augment import random_shift, shift_images
+from robocds.config import CQLConfig, EncoderConfig, SharingConfig
+from robocds.cql import data_action_values
+from robocds.module import MultiTaskCQL, own_data_router
+from robocds.qnet import MultiTaskQNetwork, polyak_update
+from robocds.sharing import SharingRouter
+
+torch.set_num_threads(1)
+
+
+def tiny_model(num_tasks: int = 3, num_actions: int = 4, image_size: int = 16, **cql: object) -> MultiTaskCQL:
+    torch.manual_seed(0)
+    return MultiTaskCQL(
+        num_tasks=num_tasks,
+        num_actions=num_actions,
+        image_size=image_size,
+        proprio_dim=4,
+        encoder=EncoderConfig(**TINY_ENCODER),
+        cql=CQLConfig(head_hidden=32, **cql),
+    )
+
+
+def test_shift_equals_replicate_pad_then_crop() -> None:
+    images = torch.rand(3, 3, 8, 8)
+    dy, dx = torch.tensor([-2, 0, 2]), torch.tensor([1, -2, 0])
+    padded = F.pad(images, (2, 2, 2, 2), mode="replicate")
+    expected = torch.stack([padded[n, :, 2 + dy[n] : 10 + dy[n], 2 + dx[n] : 10 + dx[n]] for n in range(3)])
+    torch.testing.assert_close(shift_images(images, dy, dx), expected)
+
+
+def test_random_shift_keeps_uint8_shape_and_is_off_at_zero_pad() -> None:
+    images = torch.randint(0, 255, (5, 3, 16, 16), dtype=torch.uint8)
+    out = random_shift(images, pad=4, generator=torch.Generator().manual_seed(0))
+    assert out.shape == images.shape and out.dtype == torch.uint8
+    assert not torch.equal(out, images)
+    assert random_shift(images, pad=0) is images
+
+
+def test_q_network_outputs_every_head_task_and_action() -> None:
+    net = MultiTaskQNetwork(EncoderConfig(), image_size=64, proprio_dim=4, num_tasks=9, num_actions=8)
+    q = net(torch.randint(0, 255, (5, 3, 64, 64), dtype=torch.uint8), torch.rand(5, 4))
+    assert q.shape == (2, 5, 9, 8)
+    no_proprio = MultiTaskQNetwork(EncoderConfig(use_proprio=False), 64, 4, 9, 8, num_heads=1)
+    assert no_proprio(torch.zeros(2, 3, 64, 64, dtype=torch.uint8)).shape == (1, 2, 9, 8)
+
+
+def test_encoder_config_errors_name_the_field() -> None:
+    with pytest.raises(ValueError, match="strides="):
+        EncoderConfig(channels=(8, 8), kernel_sizes=(3, 3), strides=(2,))
+    with pytest.raises(ValueError, match="image_size=16 is too small"):
+        MultiTaskQNetwork(EncoderConfig(), image_size=16, proprio_dim=4, num_tasks=2, num_actions=2)
+    with pytest.raises(ValueError, match="gamma=1.0"):
+        CQLConfig(gamma=1.0)
+
+
+def test_polyak_update() -> None:
+    a, b = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    before = b.weight.detach().clone()
+    polyak_update(b, a, tau=0.25)
+    torch.testing.assert_close(b.weight, 0.75 * before + 0.25 * a.weight)
+
+
+def test_module_pairs_each_transition_with_the_target_tasks_reward() -> None:
+    # gamma = 0, alpha = 0, MSE, no augmentation: td_loss is the mean over tasks i of the mean over every
+    # (j, b) of sum_k (Q_k,i(s_jb, a_jb) - rewards[j, b, i])^2. Recompute it independently.
+    model = tiny_model(gamma=0.0, alpha=0.0, td_loss="mse", augment_pad=0)
+    batch = make_batch(num_tasks=3, batch_size=5)
+    batch["rewards"] = torch.rand(3, 5, 3)  # distinct rewards for every (source, target)
+    terms, _ = model.compute_terms(batch, SharingRouter(SharingConfig(mode="all")))
+    t, b = 3, 5
+    q = model.q(batch["image"].flatten(0, 1), batch["proprio"].flatten(0, 1)).view(2, t, b, t, 4)
+    q_data = data_action_values(q, batch["action"])
+    expected = (q_data - batch["rewards"]).square().sum(0).mean(dim=(0, 1)).mean()
+    assert terms.td_loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_batch_with_wrong_task_count_is_rejected_with_the_key_and_shapes() -> None:
+    model = tiny_model(num_tasks=3)
+    batch = make_batch(num_tasks=2)
+    with pytest.raises(ValueError, match=r"batch\['action'\] has shape \(2, 8\).*num_tasks=3"):
+        model.compute_terms(batch, own_data_router)
+    batch = make_batch(num_tasks=3)
+    batch["rewards"] = batch["rewards"][..., :2]
+    with pytest.raises(ValueError, match=r"batch\['rewards'\] has shape \(3, 8, 2\): expected \[3, 8, 3\]"):
+        model.compute_terms(batch, own_data_router)
+    with pytest.raises(KeyError, match="successes"):
+        model.compute_terms({k: v for k, v in batch.items() if k != "successes"}, own_data_router)
+
+
+def test_training_step_without_router_explains_the_callback() -> None:
+    with pytest.raises(RuntimeError, match="DataSharing"):
+        tiny_model().training_step(make_batch(), 0)
+
+
+def test_act_accepts_both_layouts_and_numpy() -> None:
+    model = tiny_model()
+    chw = torch.randint(0, 255, (4, 3, 16, 16), dtype=torch.uint8)
+    proprio = torch.rand(4, 4)
+    actions = model.act(chw, proprio)
+    assert actions.shape == (4, 3) and actions.dtype == torch.int64
+    hwc = chw.permute(0, 2, 3, 1).numpy()
+    torch.testing.assert_close(model.act(hwc, proprio.numpy()), actions)
+    torch.testing.assert_close(model.act(hwc[0], proprio[0].numpy()), actions[:1])
+    torch.testing.assert_close(model.predict_step({"image": chw, "proprio": proprio}), actions)
+    with pytest.raises(ValueError, match="expected frames of 3 x 16 x 16"):
+        model.act(np.zeros((2, 32, 32, 3), dtype=np.uint8), proprio[:2])
+
+
+def test_q_network_overfits_a_tiny_dataset() -> None:
+    # gamma = 0: Q of the data action must fit the stored reward of every task.
+    model = tiny_model(gamma=0.0, alpha=0.0, td_loss="mse", augment_pad=0)
+    batch = make_batch(num_tasks=3, batch_size=16, num_states=3)
+    router = SharingRouter(SharingConfig(mode="all"))
+    optimizer = torch.optim.Adam(model.q.parameters(), lr=3e-3)
+    model.train()
+    first = None
+    for _ in range(200):
+        terms, _ = model.compute_terms(batch, router)
+        optimizer.zero_grad()
+        terms.loss.backward()
+        optimizer.step()
+        first = terms.td_loss.item() if first is None else first
+    assert terms.td_loss.item() < 0.02 * first
+    q = model.q_values(batch["image"].flatten(0, 1), batch["proprio"].flatten(0, 1)).view(3, 16, 3, 4)
+    q_data = data_action_values(q, batch["action"])
+    assert (q_data - batch["rewards"]).abs().max().item() < 0.2
+
+
+def test_conservative_loss_goes_down_with_cds_routing() -> None:
+    model = tiny_model()
+    batch = make_batch(num_tasks=3, batch_size=16)
+    router = SharingRouter(SharingConfig(mode="cds"))
+    optimizer = torch.optim.Adam(model.q.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(60):
+        terms, _ = model.compute_terms(batch, router)
+        optimizer.zero_grad()
+        terms.loss.backward()
+        optimizer.step()
+        polyak_update(model.q_target, model.q, 0.05)
+        losses.append(terms.loss.item())
+    # The conservative gap has a floor (several actions per state in the data), so expect a clear decrease only.
+    assert np.mean(losses[-10:]) < 0.9 * np.mean(losses[:5])
+    assert router.num_updates == 60
+
+
+def test_hparams_are_plain_and_the_model_rebuilds_from_them() -> None:
+    model = tiny_model()
+    hp = dict(model.hparams)
+    assert hp["task_names"] == ["task_0", "task_1", "task_2"]
+    assert isinstance(hp["encoder"], dict) and isinstance(hp["cql"], dict)
+    rebuilt = MultiTaskCQL(**hp)
+    assert rebuilt.encoder_config == model.encoder_config and rebuilt.cql_config == model.cql_config

@@ -1,0 +1,151 @@
+"""Sharing maths: CDS weights (mean, percentile, soft), relabeling, and one battery over every mode."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from robocds.config import SharingConfig
+from robocds.cql import cql_terms, data_action_values
+from robocds.sharing import (
+    SharingRouter,
+    batch_thresholds,
+    cds_weights,
+    fixed_weights,
+    own_task_values,
+    relabel,
+    sharing_matrix,
+)
+
+# q_data [T_src=2, B=4, T_tgt=2]: column i holds Q_i; task 0's own values (row 0, col 0) are 0, 1, 2, 5.
+Q_DATA = torch.tensor(
+    [
+        [[0.0, 9.0], [1.0, 9.0], [2.0, 9.0], [5.0, 9.0]],
+        [[1.0, 4.0], [2.0, 6.0], [3.0, 8.0], [4.0, 10.0]],
+    ]
+)
+
+
+def test_own_task_values_is_the_source_target_diagonal() -> None:
+    assert own_task_values(Q_DATA).tolist() == [[0.0, 1.0, 2.0, 5.0], [4.0, 6.0, 8.0, 10.0]]
+
+
+def test_mean_threshold_and_hard_weights() -> None:
+    thresholds = batch_thresholds(own_task_values(Q_DATA), "mean")
+    assert thresholds.tolist() == [2.0, 7.0]
+    w = cds_weights(Q_DATA, thresholds)
+    # Task 1's data into task 0: Q_0 = 1, 2, 3, 4 >= 2 -> 0, 1, 1, 1. Task 0's into task 1: Q_1 = 9 >= 7 -> all.
+    assert w[1, :, 0].tolist() == [0.0, 1.0, 1.0, 1.0]
+    assert w[0, :, 1].tolist() == [1.0, 1.0, 1.0, 1.0]
+    # Own data always has weight 1, even below the threshold.
+    assert w[0, :, 0].tolist() == [1.0] * 4 and w[1, :, 1].tolist() == [1.0] * 4
+
+
+def test_percentile_threshold() -> None:
+    own = own_task_values(Q_DATA)
+    assert batch_thresholds(own, "percentile", 50.0).tolist() == [1.5, 7.0]  # linear interpolation
+    assert batch_thresholds(own, "percentile", 100.0).tolist() == [5.0, 10.0]
+    assert batch_thresholds(own, "percentile", 0.0).tolist() == [0.0, 4.0]
+    w = cds_weights(Q_DATA, batch_thresholds(own, "percentile", 75.0))  # task 0: 2.75, task 1: 8.5
+    assert w[1, :, 0].tolist() == [0.0, 0.0, 1.0, 1.0]
+    assert w[0, :, 1].tolist() == [1.0] * 4
+    with pytest.raises(ValueError, match="threshold='median'"):
+        batch_thresholds(own, "median")
+
+
+def test_soft_weights_are_sigmoids_with_temperature() -> None:
+    thresholds = torch.tensor([2.0, 7.0])
+    w = cds_weights(Q_DATA, thresholds, temperature=0.5)
+    expected = torch.sigmoid((torch.tensor([1.0, 2.0, 3.0, 4.0]) - 2.0) / 0.5)
+    torch.testing.assert_close(w[1, :, 0], expected)
+    assert w[1, 1, 0].item() == pytest.approx(0.5)
+    assert w[0, :, 0].tolist() == [1.0] * 4
+
+
+def test_relabel_reads_the_target_tasks_stored_reward() -> None:
+    t, b = 3, 2
+    # rewards[j, b, i] = 10 * j + i + b / 10: every (source, target) pair is distinguishable.
+    rewards = (
+        10 * torch.arange(t)[:, None, None] + torch.arange(t)[None, None, :] + torch.arange(b)[None, :, None] / 10
+    ).float()
+    successes = (torch.arange(t)[:, None, None] == torch.arange(t)[None, None, :]).float().expand(t, b, t)
+    r, d = relabel(rewards, successes)
+    assert r[2, 1, 0].item() == pytest.approx(20.1)  # task 2's transition 1 read for task 0
+    assert r[0, 0, 2].item() == pytest.approx(2.0)
+    torch.testing.assert_close(d, successes)
+    r0, d0 = relabel(rewards, successes, zero_shared=True)
+    off = ~torch.eye(t, dtype=torch.bool)[:, None, :].expand(t, b, t)
+    assert (r0[off] == 0).all() and (d0[off] == 0).all()
+    torch.testing.assert_close(r0[~off], rewards[~off])
+
+
+def test_sharing_matrix_rows_are_targets() -> None:
+    w = cds_weights(Q_DATA, torch.tensor([2.0, 7.0]))
+    m = sharing_matrix(w)
+    assert m.tolist() == [[1.0, 0.75], [1.0, 1.0]]  # into task 0: 3 of task 1's 4 transitions
+
+
+def test_running_threshold_ema() -> None:
+    router = SharingRouter(SharingConfig(mode="cds", ema=0.5))
+    router(Q_DATA)
+    assert router.running_threshold.tolist() == [2.0, 7.0]  # first batch initialises the estimate
+    router(Q_DATA + 2.0)
+    assert router.running_threshold.tolist() == [3.0, 8.0]
+    state = router.state_dict()
+    fresh = SharingRouter(SharingConfig(mode="cds", ema=0.5))
+    fresh.load_state_dict(state)
+    assert fresh.num_updates == 2 and fresh.running_threshold.tolist() == [3.0, 8.0]
+
+
+@pytest.mark.parametrize("field,value", [("mode", "some"), ("percentile", 101.0), ("temperature", 0.0), ("ema", 1.0)])
+def test_sharing_config_errors_name_the_field(field: str, value: object) -> None:
+    with pytest.raises(ValueError, match=f"{field}="):
+        SharingConfig(**{field: value})
+
+
+# ------------------------------------------------------------------ one battery, every mode
+MODES = [
+    SharingConfig(mode="none"),
+    SharingConfig(mode="all"),
+    SharingConfig(mode="uds"),
+    SharingConfig(mode="cds"),
+    SharingConfig(mode="cds", threshold="percentile", percentile=25.0),
+    SharingConfig(mode="cds", temperature=0.3),
+    SharingConfig(mode="cds", ema=0.9),
+]
+
+
+@pytest.mark.parametrize("config", MODES, ids=lambda c: f"{c.mode}-{c.threshold}-{c.temperature}-{c.ema}")
+def test_every_mode_routes_sanely(config: SharingConfig) -> None:
+    torch.manual_seed(0)
+    t, b, a = 3, 6, 4
+    q = torch.randn(2, t, b, t, a, requires_grad=True)
+    actions = torch.randint(0, a, (t, b))
+    router = SharingRouter(config)
+    routing = router(data_action_values(q.detach(), actions).min(dim=0).values)
+    w = routing.weights
+    assert w.shape == (t, b, t) and not w.requires_grad
+    assert ((w >= 0) & (w <= 1)).all()
+    own = torch.eye(t, dtype=torch.bool)[:, None, :].expand(t, b, t)
+    assert (w[own] == 1).all()
+    if config.mode == "none":
+        assert (w[~own] == 0).all()
+    if config.mode in ("all", "uds"):
+        assert (w == 1).all()
+    assert routing.zero_shared_rewards == (config.mode == "uds")
+    assert (routing.thresholds is not None) == (config.mode == "cds")
+    rewards, dones = relabel(torch.rand(t, b, t), torch.zeros(t, b, t), routing.zero_shared_rewards)
+    terms = cql_terms(q, actions, rewards, w, alpha=1.0)
+    assert torch.isfinite(terms.loss)
+    terms.loss.backward()
+    assert q.grad is not None and torch.isfinite(q.grad).all()
+    matrix = router.pop_matrix()
+    assert matrix.shape == (t, t) and torch.allclose(matrix.diagonal(), torch.ones(t))
+    assert router.pop_matrix() is None  # reset after reading
+    state = router.state_dict()
+    assert state["mode"] == config.mode and state["num_updates"] == 1
+
+
+def test_fixed_weights_reject_cds() -> None:
+    with pytest.raises(ValueError, match="mode='cds'"):
+        fixed_weights("cds", 2, 2)
