@@ -28,7 +28,7 @@ from tqdm import tqdm
 from robocds.envs.media import label, write_video
 from robocds.envs.seeds import EVAL_SEED_START, SEED_END, eval_episode_seed
 from robocds.envs.tasks import TASK_NAMES, get_task
-from robocds.eval.policy import CheckpointPolicy, OraclePolicy, Policy, RandomPolicy
+from robocds.eval.policy import OraclePolicy, Policy, RandomPolicy, load_checkpoint_policy
 from robocds.eval.stats import wilson_interval
 from robocds.eval.workers import ORACLE_ACTION, EnvSettings, WorkerPool
 
@@ -233,12 +233,12 @@ def evaluate(
         "per_task": {task: asdict(r) for task, r in results.items()},
         "episodes": [asdict(r) for r in records],
     }
-    _write_atomic(out / SUMMARY_FILE, json.dumps(summary, indent=2))
-    _write_atomic(out / TABLE_FILE, f"# Evaluation: {summary['label']}\n\n" + markdown_table(results))
+    write_text_atomic(out / SUMMARY_FILE, json.dumps(summary, indent=2))
+    write_text_atomic(out / TABLE_FILE, f"# Evaluation: {summary['label']}\n\n" + markdown_table(results))
     return summary
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_text_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
@@ -247,7 +247,7 @@ def _write_atomic(path: Path, text: str) -> None:
 
 def make_policy(checkpoint: str | None, policy: str, device: str | None, seed: int) -> Policy:
     if checkpoint:
-        return CheckpointPolicy(checkpoint, device)
+        return load_checkpoint_policy(checkpoint, device)
     if policy == "oracle":
         return OraclePolicy(TASK_NAMES)
     if policy == "random":

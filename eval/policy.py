@@ -24,30 +24,44 @@ class Policy(Protocol):
         ...
 
 
-class CheckpointPolicy:
-    """Greedy policy of a trained ``MultiTaskCQL`` checkpoint, batched on ``device``."""
+class ModulePolicy:
+    """Greedy policy of a ``MultiTaskCQL`` module (trained or training), batched on its device."""
 
     runs_in_worker = False
 
-    def __init__(self, checkpoint: str | Path, device: str | torch.device | None = None) -> None:
-        from robocds.module import MultiTaskCQL  # torch-heavy: imported only when a checkpoint is used
+    def __init__(self, module, name: str = "model") -> None:
+        self.module = module
+        self.name = name
+        self.task_names = list(module.task_names)
+        self._index = {task: i for i, task in enumerate(self.task_names)}
 
-        path = Path(checkpoint)
-        if not path.is_file():
-            raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.module = MultiTaskCQL.load_from_checkpoint(path, map_location=self.device)
-        self.module.eval()
-        self.task_names = list(self.module.task_names)
-        self.name = path.stem
-        self._index = {name: i for i, name in enumerate(self.task_names)}
+    @property
+    def device(self) -> torch.device:
+        return self.module.device
 
     def act(self, images: np.ndarray, proprio: np.ndarray, tasks: Sequence[str]) -> np.ndarray:
         image = torch.from_numpy(np.ascontiguousarray(images)).to(self.device, non_blocking=True)
         state = torch.from_numpy(np.ascontiguousarray(proprio)).to(self.device, non_blocking=True)
-        actions = self.module.act(image, state)  # [N, T]
+        was_training = self.module.training
+        self.module.eval()
+        try:
+            actions = self.module.act(image, state)  # [N, T]
+        finally:
+            self.module.train(was_training)
         columns = torch.tensor([self._index[t] for t in tasks], device=actions.device)
         return actions.gather(1, columns[:, None])[:, 0].cpu().numpy()
+
+
+def load_checkpoint_policy(checkpoint: str | Path, device: str | torch.device | None = None) -> ModulePolicy:
+    """Rebuild the model from a checkpoint's own saved hyperparameters and wrap it as a policy."""
+    from robocds.module import MultiTaskCQL  # torch-heavy: imported only when a checkpoint is used
+
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    module = MultiTaskCQL.load_from_checkpoint(path, map_location=device)
+    return ModulePolicy(module.eval(), name=path.stem)
 
 
 class OraclePolicy:

@@ -1,0 +1,144 @@
+"""Compare evaluation folders: mean success and 95% interval over seeds, per task and on average.
+
+    robocds-report runs/*/seed*/eval --out reports/comparison
+
+Runs are grouped by the ``label`` in their ``summary.json`` (one label per method, one folder per
+seed). Writes ``report.md``, ``report.json`` and a grouped bar chart ``success.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from robocds.eval.evaluate import SUMMARY_FILE, write_text_atomic  # noqa: E402
+from robocds.eval.stats import mean_interval  # noqa: E402
+
+AVERAGE = "average"
+
+
+def load_summaries(folders: list[str | Path]) -> list[dict]:
+    """Read ``summary.json`` of every folder, with a clear error naming a missing or broken one."""
+    summaries = []
+    for folder in folders:
+        path = Path(folder) / SUMMARY_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no evaluation summary (is {folder!r} an evaluation folder?)")
+        try:
+            summary = json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}: not valid JSON ({error})") from error
+        for key in ("label", "per_task", "average_success"):
+            if key not in summary:
+                raise ValueError(f"{path}: missing key {key!r}")
+        summary["_folder"] = str(folder)
+        summaries.append(summary)
+    return summaries
+
+
+def compare(summaries: list[dict]) -> dict:
+    """``{label: {task or "average": {"mean", "low", "high", "runs"}}}`` over each label's runs."""
+    by_label: dict[str, list[dict]] = defaultdict(list)
+    for summary in summaries:
+        by_label[summary["label"]].append(summary)
+    tasks = sorted({t for s in summaries for t in s["per_task"]}, key=lambda t: _task_order(summaries, t))
+    table = {}
+    for label, runs in by_label.items():
+        rows = {}
+        for task in tasks:
+            rates = [r["per_task"][task]["success_rate"] for r in runs if task in r["per_task"]]
+            if rates:
+                mean, low, high = mean_interval(rates)
+                rows[task] = {"mean": mean, "low": low, "high": high, "runs": len(rates)}
+        mean, low, high = mean_interval([r["average_success"] for r in runs])
+        rows[AVERAGE] = {"mean": mean, "low": low, "high": high, "runs": len(runs)}
+        table[label] = rows
+    return {"tasks": tasks, "methods": table, "folders": {s["_folder"]: s["label"] for s in summaries}}
+
+
+def _task_order(summaries: list[dict], task: str) -> int:
+    for summary in summaries:
+        if task in summary.get("tasks", []):
+            return summary["tasks"].index(task)
+    return 10**6
+
+
+def markdown(comparison: dict) -> str:
+    methods = list(comparison["methods"])
+    header = "| task | " + " | ".join(methods) + " |"
+    lines = [header, "|---" * (len(methods) + 1) + "|"]
+    for task in [*comparison["tasks"], AVERAGE]:
+        cells = []
+        for method in methods:
+            cell = comparison["methods"][method].get(task)
+            cells.append("-" if cell is None else _cell(cell))
+        name = f"**{task}**" if task == AVERAGE else task
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    runs = ", ".join(f"{m}: {comparison['methods'][m][AVERAGE]['runs']} runs" for m in methods)
+    return "\n".join(lines) + f"\n\nMean success over runs (seeds) with a 95% t-interval; {runs}.\n"
+
+
+def _cell(cell: dict) -> str:
+    if cell["runs"] == 1:
+        return f"{cell['mean']:.1%}"
+    return f"{cell['mean']:.1%} [{max(cell['low'], 0):.1%}, {min(cell['high'], 1):.1%}]"
+
+
+def bar_chart(comparison: dict, path: str | Path) -> Path:
+    """Grouped bars: one group per task (and the average), one bar per method, 95% interval whiskers."""
+    groups = [*comparison["tasks"], AVERAGE]
+    methods = list(comparison["methods"])
+    width = 0.8 / max(len(methods), 1)
+    x = np.arange(len(groups))
+    fig, ax = plt.subplots(figsize=(max(8, 1.1 * len(groups)), 4.5))
+    for i, method in enumerate(methods):
+        rows = comparison["methods"][method]
+        means = np.array([rows[g]["mean"] if g in rows else np.nan for g in groups])
+        low = np.array([rows[g]["low"] if g in rows else np.nan for g in groups])
+        high = np.array([rows[g]["high"] if g in rows else np.nan for g in groups])
+        errors = np.clip(np.vstack([means - low, high - means]), 0, None)
+        ax.bar(x + (i - (len(methods) - 1) / 2) * width, means, width, yerr=errors, capsize=2, label=method)
+    ax.set_xticks(x, groups, rotation=30, ha="right")
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("success rate")
+    ax.legend(fontsize="small")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def report(folders: list[str | Path], out_dir: str | Path) -> dict:
+    comparison = compare(load_summaries(folders))
+    out = Path(out_dir)
+    write_text_atomic(out / "report.json", json.dumps(comparison, indent=2))
+    write_text_atomic(out / "report.md", "# Success rates\n\n" + markdown(comparison))
+    bar_chart(comparison, out / "success.png")
+    return comparison
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Compare evaluation folders in one table and one bar chart.")
+    parser.add_argument("folders", nargs="+", help="evaluation output folders (each with summary.json)")
+    parser.add_argument("--out", required=True, help="output folder for report.md, report.json, success.png")
+    args = parser.parse_args(argv)
+    comparison = report(args.folders, args.out)
+    print(markdown(comparison))
+    print(f"outputs: {args.out}/report.md, {args.out}/report.json, {args.out}/success.png")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+import json
+
+import numpy as np
+import pytest
+
+from robocds.envs.env import ManipulationEnv
+from robocds.envs.rollout import play_oracle_episode
+from robocds.envs.seeds import eval_episode_seed, is_eval_seed
+from robocds.envs.tasks import TASK_NAMES, ScriptedOracle, get_task
+from robocds.eval.callback import SuccessRateCallback
+from robocds.eval.evaluate import evaluate, rollout
+from robocds.eval.policy import ModulePolicy, OraclePolicy, RandomPolicy
+from robocds.eval.workers import EnvSettings
+
+SMALL = EnvSettings(image_size=32, max_steps=40)
+
+
+def test_oracle_policy_reproduces_the_oracle_episode_by_episode():
+    tasks = ["lift-cube", "place-block-blue"]
+    records, _ = rollout(OraclePolicy(TASK_NAMES), tasks, episodes=3, workers=0, settings=SMALL, progress=False)
+    for task in tasks:
+        env = ManipulationEnv(task, image_size=32)
+        seeds = [eval_episode_seed(0, TASK_NAMES.index(task), e) for e in range(3)]
+        expected = [play_oracle_episode(env, ScriptedOracle(get_task(task)), s) for s in seeds]
+        env.close()
+        mine = [r for r in records if r.task == task]
+        assert [r.seed for r in mine] == seeds
+        assert [r.success for r in mine] == [e.success for e in expected]
+        assert [r.length for r in mine] == [e.length for e in expected]
+    assert sum(r.success for r in records) >= 5  # the oracle does solve its tasks
+
+
+def test_random_network_runs_end_to_end_in_worker_processes_and_writes_every_output(tmp_path):
+    torch = pytest.importorskip("torch")
+    from robocds.module import MultiTaskCQL
+
+    torch.manual_seed(0)
+    module = MultiTaskCQL(num_tasks=len(TASK_NAMES), num_actions=8, image_size=64, proprio_dim=4, task_names=TASK_NAMES)
+    tasks = ["lift-cube", "place-cube-purple"]
+    summary = evaluate(
+        ModulePolicy(module, "untrained"), tmp_path, tasks, episodes=2, workers=2, settings=EnvSettings(64, 6),
+        videos_per_task=1, progress=False,
+    )  # fmt: skip
+    written = json.loads((tmp_path / "summary.json").read_text())
+    assert written["tasks"] == tasks and len(written["episodes"]) == 4
+    assert set(written["per_task"]) == set(tasks)
+    assert all(is_eval_seed(r["seed"]) for r in written["episodes"])
+    assert all(r["length"] == 6 and r["error"] is None for r in written["episodes"])
+    assert "| lift-cube |" in (tmp_path / "results.md").read_text()
+    videos = sorted(p.name for p in (tmp_path / "videos").glob("*.mp4"))
+    assert len(videos) == 2 and all(("-000-failure" in v) or ("-000-success" in v) for v in videos)
+    assert summary["average_success"] == written["average_success"]
+
+
+class _BrokenPolicy(RandomPolicy):
+    """Sends an invalid action for one task: its env raises, the episode must count as failed."""
+
+    def act(self, images, proprio, tasks):
+        actions = super().act(images, proprio, tasks)
+        return np.array([99 if t == "lift-block" else a for a, t in zip(actions, tasks)])
+
+
+def test_an_env_error_is_a_failed_episode_with_its_reason_and_the_run_finishes(tmp_path):
+    summary = evaluate(
+        _BrokenPolicy(TASK_NAMES), tmp_path, ["lift-block", "lift-cube"], episodes=2, workers=0,
+        settings=EnvSettings(32, 4), videos_per_task=0, progress=False,
+    )  # fmt: skip
+    broken = [r for r in summary["episodes"] if r["task"] == "lift-block"]
+    assert all(not r["success"] and "action=99" in r["error"] for r in broken)
+    assert summary["errors"] == 2
+    assert all(r["error"] is None for r in summary["episodes"] if r["task"] == "lift-cube")
+
+
+def test_unknown_task_is_rejected_before_any_simulation():
+    with pytest.raises(ValueError, match="unknown task 'lift-moon'"):
+        rollout(RandomPolicy(TASK_NAMES), ["lift-moon"], 1, progress=False)
+
+
+def test_success_rate_callback_logs_every_task(tmp_path):
+    torch = pytest.importorskip("torch")
+    from robocds.module import MultiTaskCQL
+
+    torch.manual_seed(0)
+    module = MultiTaskCQL(num_tasks=2, num_actions=8, image_size=64, proprio_dim=4, task_names=TASK_NAMES[:2])
+
+    class _Logger:
+        logged: list = []
+
+        def log_metrics(self, metrics, step):
+            self.logged.append((step, metrics))
+
+    class _Trainer:
+        loggers = [_Logger()]
+        global_step = 10
+        is_global_zero = True
+
+    callback = SuccessRateCallback(every_n_steps=10, episodes_per_task=1, max_steps=3)
+    callback.on_train_batch_end(_Trainer(), module, None, None, 0)
+    step, metrics = _Trainer.loggers[0].logged[0]
+    assert step == 10
+    assert set(metrics) == {f"eval/success/{t}" for t in TASK_NAMES[:2]} | {"eval/success_average"}

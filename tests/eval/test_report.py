@@ -1,0 +1,40 @@
+import json
+
+import pytest
+
+from robocds.eval.report import load_summaries, report
+
+
+def _fake_run(folder, label, rates):
+    folder.mkdir(parents=True)
+    per_task = {t: {"success_rate": r} for t, r in rates.items()}
+    summary = {"label": label, "tasks": list(rates), "per_task": per_task,
+               "average_success": sum(rates.values()) / len(rates)}  # fmt: skip
+    (folder / "summary.json").write_text(json.dumps(summary))
+    return folder
+
+
+def test_report_merges_seeds_per_method(tmp_path):
+    folders = []
+    for seed, (a, b) in enumerate([(0.2, 0.4), (0.4, 0.6), (0.6, 0.8)]):
+        folders.append(_fake_run(tmp_path / "cds" / f"seed{seed}", "cds", {"lift-cube": a, "place-cube-blue": b}))
+    folders.append(_fake_run(tmp_path / "all" / "seed0", "sharing_all", {"lift-cube": 0.1, "place-cube-blue": 0.0}))
+    comparison = report(folders, tmp_path / "out")
+    cds = comparison["methods"]["cds"]
+    assert cds["lift-cube"]["mean"] == pytest.approx(0.4) and cds["lift-cube"]["runs"] == 3
+    assert cds["lift-cube"]["high"] - 0.4 == pytest.approx(0.4969, abs=1e-3)
+    assert cds["average"]["mean"] == pytest.approx(0.5)
+    assert comparison["methods"]["sharing_all"]["average"]["mean"] == pytest.approx(0.05)
+    assert comparison["tasks"] == ["lift-cube", "place-cube-blue"]
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "| lift-cube | 40.0% [0.0%, 89.7%] | 10.0% |" in text
+    assert (tmp_path / "out" / "success.png").stat().st_size > 1000
+
+
+def test_a_folder_without_summary_is_named_in_the_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothing-here"):
+        load_summaries([tmp_path / "nothing-here"])
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "summary.json").write_text('{"label": "x"}')
+    with pytest.raises(ValueError, match="missing key 'per_task'"):
+        load_summaries([tmp_path / "bad"])
