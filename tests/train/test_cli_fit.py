@@ -1,0 +1,141 @@
+"""Short fits from the CLI in every sharing mode (CPU, 32x32 synthetic data), validate, checkpoint loading."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from robocds.module import MultiTaskCQL
+from robocds.train.cli import CONFIG_DIR, RoboCDSCLI, resolve_config_args
+
+torch.set_num_threads(1)
+# The CLI is driven in-process with explicit args while pytest owns sys.argv.
+pytestmark = pytest.mark.filterwarnings("ignore:LightningCLI's args parameter")
+
+TINY = [
+    "--data=tiny_data.TinyDataModule",
+    "--data.batch_size=4",
+    "--data.steps_per_epoch=3",
+    "--data.val_batches=1",
+    "--trainer.max_steps=3",
+    "--trainer.accelerator=cpu",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
+    "--trainer.log_every_n_steps=1",
+    "--model.encoder.channels=[8,16]",
+    "--model.encoder.kernel_sizes=[4,3]",
+    "--model.encoder.strides=[2,2]",
+    "--model.encoder.feature_dim=32",
+    "--model.cql.head_hidden=32",
+    "--sharing.log_every_n_steps=1",
+    "--sharing.image_every_n_steps=2",
+]
+
+
+@pytest.fixture
+def base_config(tmp_path: Path) -> str:
+    """The packaged base config without its data section (the real data module is not used here)."""
+    config = yaml.safe_load((CONFIG_DIR / "base.yaml").read_text())
+    config.pop("data")
+    path = tmp_path / "base.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+def fit(base: str, method: list[str], runs: Path, *extra: str) -> RoboCDSCLI:
+    return RoboCDSCLI(args=resolve_config_args(["fit", "--config", base, *method, *TINY, f"--runs_dir={runs}", *extra]))
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, str]]:
+    with open(run_dir / "csv" / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize(
+    "method,run_name",
+    [
+        (["--config", "no_sharing"], "none"),
+        (["--config", "sharing_all"], "all"),
+        (["--config", "cds"], "cds"),
+        (["--config", "cds_percentile"], "cds_percentile"),
+        (["--sharing.mode=uds"], "uds"),
+    ],
+)
+def test_fit_in_every_mode(base_config: str, tmp_path: Path, method: list[str], run_name: str) -> None:
+    cli = fit(base_config, method, tmp_path / "runs")
+    assert cli.trainer.global_step == 3
+    run = tmp_path / "runs" / run_name / "version_0"
+    assert (run / "config.yaml").is_file()
+    assert (run / "checkpoints" / "last.ckpt").is_file() and (run / "checkpoints" / "best.ckpt").is_file()
+    assert list(run.glob("events.out.tfevents.*"))
+    rows = read_metrics(run)
+    columns = set(rows[0])
+    assert {"train/loss", "train/td_loss", "train/cql_loss", "train/q_data", "val/td_loss"} <= columns
+    assert "sharing/tiny-0/tiny-1" in columns and "sharing/shared_fraction" in columns
+    fractions = [float(r["sharing/shared_fraction"]) for r in rows if r.get("sharing/shared_fraction")]
+    mode = cli.config.fit.sharing.mode
+    if mode == "none":
+        assert fractions and all(f == 0.0 for f in fractions)
+    elif mode in ("all", "uds"):
+        assert fractions and all(f == 1.0 for f in fractions)
+    else:
+        assert "sharing/threshold/tiny-2" in columns
+    # The model got its shapes and names from the data module.
+    assert cli.model.hparams["task_names"] == ["tiny-0", "tiny-1", "tiny-2"]
+    assert cli.model.num_actions == 5 and cli.model.image_size == 32
+
+
+def test_heatmap_reaches_tensorboard_and_config_is_saved(base_config: str, tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    fit(base_config, ["--config", "cds"], tmp_path / "runs")
+    run = tmp_path / "runs" / "cds" / "version_0"
+    events = EventAccumulator(str(run))
+    events.Reload()
+    assert "sharing/matrix" in events.Tags()["images"]
+    assert "sharing/tiny-2/tiny-0" in events.Tags()["scalars"]
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["sharing"]["mode"] == "cds" and saved["seed_everything"] == 0
+    assert saved["model"]["optimizer"]["init_args"]["lr"] == 3.0e-4
+
+
+def test_checkpoint_loads_on_cpu_with_weights_only_and_acts(base_config: str, tmp_path: Path) -> None:
+    fit(base_config, ["--config", "cds"], tmp_path / "runs")
+    ckpt = tmp_path / "runs" / "cds" / "version_0" / "checkpoints" / "best.ckpt"
+    raw = torch.load(ckpt, weights_only=True, map_location="cpu")
+    assert raw["callbacks"]["DataSharing"]["mode"] == "cds"
+    model = MultiTaskCQL.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True)
+    assert model.task_names == ["tiny-0", "tiny-1", "tiny-2"] and model.encoder_config.channels == (8, 16)
+    frames = torch.randint(0, 255, (6, 32, 32, 3), dtype=torch.uint8).numpy()  # env layout, HWC
+    actions = model.act(frames, torch.rand(6, 4))
+    assert actions.shape == (6, 3) and int(actions.max()) < 5
+
+
+def test_validate_from_checkpoint(base_config: str, tmp_path: Path) -> None:
+    fit(base_config, ["--config", "sharing_all"], tmp_path / "runs")
+    ckpt = tmp_path / "runs" / "all" / "version_0" / "checkpoints" / "last.ckpt"
+    args = ["validate", "--config", base_config, "--config", "sharing_all", *TINY[:4], "--trainer.accelerator=cpu"]
+    cli = RoboCDSCLI(args=resolve_config_args([*args, f"--runs_dir={tmp_path / 'runs'}", f"--ckpt_path={ckpt}"]))
+    assert "val/td_loss" in cli.trainer.callback_metrics
+
+
+def test_python_m_entry_point_lists_the_subcommands() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "robocds.train", "--help"], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert "fit" in out.stdout and "validate" in out.stdout
+
+
+def test_config_names_resolve_to_packaged_files(tmp_path: Path) -> None:
+    own = tmp_path / "cds"
+    own.write_text("")
+    resolved = resolve_config_args(["fit", "--config", "cds", "-c", "base.yaml", "--config=gpu", "--config", "missing"])
+    assert resolved[2] == str(CONFIG_DIR / "cds.yaml") and resolved[4] == str(CONFIG_DIR / "base.yaml")
+    assert resolved[5] == f"--config={CONFIG_DIR / 'gpu.yaml'}" and resolved[7] == "missing"
+    assert resolve_config_args(["--config", str(own)]) == ["--config", str(own)]  # existing paths win
