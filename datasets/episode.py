@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
 from robocds.datasets.errors import DatasetError
 from robocds.datasets.schema import (
     ARRAY_SPECS,

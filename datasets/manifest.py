@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
 from robocds.datasets.episode import Episode, decode_episode
 from robocds.datasets.errors import DatasetError
 from robocds.datasets.recipe import Recipe

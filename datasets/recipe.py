@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from robocds.datasets.errors import DatasetError
 from robocds.envs.camera import RENDERERS
 from robocds.envs.tasks import OracleNoise, get_task

@@ -51,6 +51,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+
 from robocds.datasets.errors import DatasetError
 
 BATCH_IMAGE = "image"
@@ -125,6 +126,12 @@ ARRAY_SPECS: dict[str, ArraySpec] = {
 def episode_key(task: str, episode: int) -> str:
     """WebDataset ``__key__`` of episode ``episode`` of ``task`` (no dots: a dot starts the suffix)."""
     return f"{task}-{episode:06d}"
+
+
+def episode_from_key(key: str) -> int:
+    """Episode index of a ``__key__`` written by ``episode_key`` (-1 if it is not one)."""
+    _, _, number = key.rpartition("-")
+    return int(number) if number.isdigit() else -1
 
 
 @dataclass(frozen=True)

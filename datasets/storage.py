@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import webdataset as wds
+
 from robocds.datasets.errors import DatasetError
 from robocds.datasets.schema import TEMP_SUFFIX
 

@@ -1,0 +1,284 @@
+"""``OfflineDataModule``: the dataset as a LightningDataModule (in-memory replay or streaming shards).
+
+Construction reads only ``manifest.json`` (cheap, no decoding), so the LightningCLI can link
+``num_tasks``, ``task_names``, ``image_size``, ``proprio_dim`` and ``num_actions`` into the model
+with ``apply_on="instantiate"``. ``setup`` does the heavy part (decoding into memory, or nothing
+for streaming but the small validation set).
+
+Training batches follow ``robocds.datasets.schema`` ([T, B, ...], T = ``num_tasks`` in the order of
+``task_names``; the rewards/successes last axis is in the same order). Validation batches have the
+same format and come from held-out episodes: the last ``val_fraction`` of every task's episodes
+never appear in training batches; the same ``val_batches`` batches are drawn at every validation,
+so a "best" checkpoint can monitor a validation metric.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+
+from robocds.datasets.manifest import read_manifest
+from robocds.datasets.replay import (
+    MultiTaskReplay,
+    ReplaySampler,
+    load_task_episodes,
+    replay_from_episodes,
+    split_episodes,
+)
+from robocds.datasets.schema import Manifest
+from robocds.datasets.streaming import StreamingMultiTaskDataset
+
+LOADERS = ("memory", "streaming")
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    """The data module's arguments, checked (see ``OfflineDataModule`` for their meaning)."""
+
+    root: str
+    batch_size: int
+    loader: str
+    device: str
+    num_workers: int
+    seed: int
+    steps_per_epoch: int
+    val_fraction: float
+    val_batches: int
+    val_batch_size: int
+    shuffle_buffer: int
+    resampled: bool
+    verify: bool
+
+    def __post_init__(self) -> None:
+        if not self.root:
+            raise ValueError(f"root={self.root!r}: must name a dataset folder or URL")
+        for name in ("batch_size", "steps_per_epoch", "val_batch_size", "shuffle_buffer"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}={value!r}: must be an int >= 1")
+        for name in ("num_workers", "val_batches", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name}={value!r}: must be an int >= 0")
+        if self.loader not in LOADERS:
+            raise ValueError(f"loader={self.loader!r}: must be one of {LOADERS}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction={self.val_fraction!r}: must be in [0, 1)")
+        if self.device != "auto":
+            try:
+                torch.device(self.device)
+            except RuntimeError:
+                raise ValueError(f"device={self.device!r}: expected 'cpu', 'cuda', 'cuda:N' or 'auto'") from None
+
+
+class _EpochLoader(torch.utils.data.DataLoader):
+    """A DataLoader that tells its dataset which epoch starts (a fresh sample stream per epoch, resumable)."""
+
+    def __init__(self, *args: Any, first_epoch: int = 0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.epoch = first_epoch
+
+    def __iter__(self):
+        # Set before the workers start: they are forked from this process with the dataset as it is now.
+        self.dataset.epoch = self.epoch
+        self.epoch += 1
+        return super().__iter__()
+
+
+class OfflineDataModule(pl.LightningDataModule):
+    """Multi-task offline data for the learner, from a dataset written by ``robocds-generate``.
+
+    Args:
+        root: dataset folder (or URL for ``loader="streaming"``) holding ``manifest.json``.
+        batch_size: transitions per task per batch (B); a batch holds T x B transitions.
+        loader: ``"memory"`` (decode once into uint8 tensors, sample uniformly per task; the fast
+            path) or ``"streaming"`` (WebDataset pipelines over the shards, for data beyond RAM).
+        device: where the in-memory replay lives and is sampled: ``"cpu"``, ``"cuda"``, ``"cuda:N"``,
+            or ``"auto"`` (the Trainer's device). Streaming batches are always built on the CPU.
+        num_workers: DataLoader worker processes for ``"streaming"``; the in-memory sampler runs in
+            the training process (sampling is a few index ops) and ignores it.
+        seed: seeds sampling (per epoch) and the fixed validation batches.
+        steps_per_epoch: training batches per epoch (the sampler is infinite; this sets how often
+            validation and checkpointing happen).
+        tasks: the tasks to train on, in batch-row order; None: every task of the dataset in
+            manifest order.
+        val_fraction: fraction of every task's episodes held out for validation (the last ones,
+            at least one); 0 validates on training episodes.
+        val_batches: number of fixed validation batches (0: no validation loader).
+        val_batch_size: transitions per task per validation batch (default: ``batch_size``).
+        shuffle_buffer: streaming shuffle buffer, in transitions per task.
+        resampled: streaming: draw shards with replacement per worker (``True``, any worker count)
+            or split a per-epoch shuffled shard list by node and worker (``False``).
+        verify: check every shard's sha256 against the manifest when loading into memory.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        batch_size: int = 64,
+        loader: str = "memory",
+        device: str = "cpu",
+        num_workers: int = 0,
+        seed: int = 0,
+        steps_per_epoch: int = 1000,
+        tasks: list[str] | None = None,
+        val_fraction: float = 0.1,
+        val_batches: int = 20,
+        val_batch_size: int | None = None,
+        shuffle_buffer: int = 2000,
+        resampled: bool = True,
+        verify: bool = True,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.settings = DataSettings(
+            root=str(root),
+            batch_size=batch_size,
+            loader=loader,
+            device=device,
+            num_workers=num_workers,
+            seed=seed,
+            steps_per_epoch=steps_per_epoch,
+            val_fraction=float(val_fraction),
+            val_batches=val_batches,
+            val_batch_size=batch_size if val_batch_size is None else val_batch_size,
+            shuffle_buffer=shuffle_buffer,
+            resampled=resampled,
+            verify=verify,
+        )
+        self.manifest: Manifest = read_manifest(self.settings.root)
+        if tasks is not None and len(tasks) == 0:
+            raise ValueError("tasks=[]: select at least one task, or None for all")
+        names = list(tasks) if tasks is not None else list(self.manifest.task_names)
+        if len(set(names)) != len(names):
+            raise ValueError(f"tasks={names}: a task is listed twice")
+        for name in names:
+            try:
+                self.manifest.task(name)
+            except ValueError as err:
+                raise ValueError(f"tasks: {err}") from None
+        self._task_names = names
+        self._splits = {
+            name: split_episodes(self.manifest.task(name).episodes, self.settings.val_fraction) for name in names
+        }
+        self.train_replay: MultiTaskReplay | None = None
+        self.val_replay: MultiTaskReplay | None = None
+        self._train_loader: _EpochLoader | None = None
+        self._first_epoch = 0
+
+    # ------------------------------------------------------------------ what the model needs to know
+
+    @property
+    def num_tasks(self) -> int:
+        return len(self._task_names)
+
+    @property
+    def task_names(self) -> list[str]:
+        return list(self._task_names)
+
+    @property
+    def image_size(self) -> int:
+        return self.manifest.image_size
+
+    @property
+    def proprio_dim(self) -> int:
+        return self.manifest.proprio_dim
+
+    @property
+    def num_actions(self) -> int:
+        return self.manifest.num_actions
+
+    @property
+    def action_names(self) -> list[str]:
+        return list(self.manifest.actions)
+
+    @property
+    def obs_shape(self) -> tuple[int, int, int]:
+        """Shape of one image in a batch: (3, H, W)."""
+        return (3, self.image_size, self.image_size)
+
+    # ------------------------------------------------------------------ loading
+
+    def _device(self) -> torch.device:
+        if self.settings.device == "auto":
+            return self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        return torch.device(self.settings.device)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.val_replay is not None:
+            return  # setup runs once per stage; the data does not change between them
+        s = self.settings
+        device = self._device()
+        if s.loader == "memory":
+            train_eps, val_eps = [], []
+            for name in self._task_names:
+                train_range, val_range = self._splits[name]
+                episodes = load_task_episodes(s.root, self.manifest, name, check_hash=s.verify)
+                train_eps.append([e for e in episodes if e.meta.episode in train_range])
+                val_eps.append([e for e in episodes if e.meta.episode in val_range] if len(val_range) else [])
+            self.train_replay = replay_from_episodes(train_eps, self._task_names, self.manifest.reward_tasks).to(device)
+            self.val_replay = (
+                replay_from_episodes(val_eps, self._task_names, self.manifest.reward_tasks).to(device)
+                if s.val_fraction > 0
+                else self.train_replay
+            )
+        else:
+            per_task = []
+            for name in self._task_names:
+                train_range, val_range = self._splits[name]
+                # Without held-out episodes, validate on the first shard's worth of training episodes.
+                wanted = val_range if len(val_range) else range(self.manifest.task(name).shards[0].samples)
+                per_task.append(load_task_episodes(s.root, self.manifest, name, wanted, check_hash=s.verify))
+            self.val_replay = replay_from_episodes(per_task, self._task_names, self.manifest.reward_tasks)
+
+    def train_dataloader(self) -> torch.utils.data.DataLoader:
+        s = self.settings
+        if s.loader == "memory":
+            assert self.train_replay is not None, "call setup() first"
+            dataset = ReplaySampler(self.train_replay, s.batch_size, s.steps_per_epoch, seed=s.seed)
+            loader = _EpochLoader(dataset, batch_size=None, num_workers=0, first_epoch=self._first_epoch)
+        else:
+            dataset = StreamingMultiTaskDataset(
+                s.root,
+                s.batch_size,
+                s.steps_per_epoch,
+                tasks=self._task_names,
+                train_episodes={name: split[0] for name, split in self._splits.items()},
+                shuffle_buffer=s.shuffle_buffer,
+                resampled=s.resampled,
+                seed=s.seed,
+                manifest=self.manifest,
+            )
+            loader = _EpochLoader(
+                dataset,
+                batch_size=None,
+                num_workers=s.num_workers,
+                pin_memory=self._device().type == "cuda",
+                prefetch_factor=4 if s.num_workers > 0 else None,
+                first_epoch=self._first_epoch,
+            )
+        self._train_loader = loader
+        return loader
+
+    def val_dataloader(self) -> torch.utils.data.DataLoader | list:
+        s = self.settings
+        if s.val_batches == 0:
+            return []
+        assert self.val_replay is not None, "call setup() first"
+        dataset = ReplaySampler(self.val_replay, s.val_batch_size, s.val_batches, seed=s.seed + 1, fixed=True)
+        return torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=0)
+
+    # ------------------------------------------------------------------ checkpointed state
+
+    def state_dict(self) -> dict[str, Any]:
+        """The number of training epochs started, so a resumed run draws new batches, not epoch 0's again."""
+        epoch = self._train_loader.epoch if self._train_loader is not None else self._first_epoch
+        return {"train_epochs_started": epoch}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._first_epoch = int(state_dict.get("train_epochs_started", 0))
+        if self._train_loader is not None:
+            self._train_loader.epoch = self._first_epoch

@@ -1,0 +1,175 @@
+"""``robocds-inspect <root>``: verify a dataset against its manifest, print statistics, write a contact sheet and video.
+
+    robocds-inspect data/tiny
+    robocds-inspect data/benchmark --out inspect/ --episodes lift-cube:0 place-cube-blue:3 --frames 10
+
+Exit status 0 when the dataset verifies, 1 (with the shard, sample key and field) when it does not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import imageio.v2 as imageio
+import numpy as np
+
+from robocds.datasets.episode import Episode
+from robocds.datasets.errors import DatasetError
+from robocds.datasets.manifest import TaskStats, read_manifest, verify_dataset
+from robocds.datasets.replay import load_task_episodes
+from robocds.datasets.schema import Manifest
+from robocds.datasets.storage import is_url, local_path
+from robocds.envs.actions import ACTION_NAMES
+
+LABEL_WIDTH = 150  # pixels of task-name margin on the contact sheet
+
+
+def format_stats(manifest: Manifest, stats: dict[str, TaskStats]) -> str:
+    """A plain-text table: per task, episodes, transitions, success rate, return, length, action histogram."""
+    header = f"{'task':<24}{'episodes':>9}{'transitions':>12}{'success':>9}{'return':>8}{'length':>8}"
+    header += "  noise (p, std)"
+    lines = [
+        f"dataset {manifest.name!r}: {len(manifest.tasks)} tasks, {manifest.image_size}x{manifest.image_size} "
+        f"images, {manifest.num_actions} actions, schema v{manifest.schema_version}",
+        header,
+        "-" * len(header),
+    ]
+    for task in manifest.tasks:
+        s = stats[task.name]
+        lines.append(
+            f"{task.name:<24}{len(s.lengths):>9}{sum(s.lengths):>12}{np.mean(s.successes):>9.2f}"
+            f"{np.mean(s.returns):>8.2f}{np.mean(s.lengths):>8.1f}"
+            f"  ({task.random_action_prob:g}, {task.position_std:g})"
+        )
+    lines += ["", "action histogram (fraction of each task's actions)"]
+    lines.append(f"{'task':<24}" + "".join(f"{a:>7}" for a in ACTION_NAMES))
+    for task in manifest.tasks:
+        counts = stats[task.name].action_counts
+        fractions = counts / max(1, counts.sum())
+        lines.append(f"{task.name:<24}" + "".join(f"{f:>7.2f}" for f in fractions))
+    return "\n".join(lines)
+
+
+def parse_episode_refs(refs: Sequence[str], manifest: Manifest) -> list[tuple[str, int]]:
+    """'task:index' strings -> (task, index), checked against the manifest; default: episode 0 of every task."""
+    if not refs:
+        return [(task, 0) for task in manifest.task_names]
+    out = []
+    for ref in refs:
+        task, sep, index = ref.rpartition(":")
+        if not sep or not index.isdigit():
+            raise ValueError(f"--episodes {ref!r}: expected TASK:INDEX, e.g. lift-cube:0")
+        entry = manifest.task(task)
+        if int(index) >= entry.episodes:
+            raise ValueError(f"--episodes {ref!r}: task {task} has episodes 0..{entry.episodes - 1}")
+        out.append((task, int(index)))
+    return out
+
+
+def load_episodes(root: str, manifest: Manifest, refs: list[tuple[str, int]]) -> list[Episode]:
+    episodes = []
+    for task, index in refs:
+        episodes += load_task_episodes(root, manifest, task, range(index, index + 1))
+    return episodes
+
+
+def _label(text: str, height: int, width: int) -> np.ndarray:
+    panel = np.zeros((height, width, 3), dtype=np.uint8)
+    scale = 0.4
+    for i, line in enumerate(text.split("\n")):
+        cv2.putText(panel, line, (4, 14 + 14 * i), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+    return panel
+
+
+def contact_sheet(episodes: list[Episode], frames_per_row: int = 8, cell: int = 96) -> np.ndarray:
+    """One row per episode: a label, then ``frames_per_row`` frames spread over the episode. uint8 [H, W, 3]."""
+    rows = []
+    for episode in episodes:
+        picks = np.unique(np.linspace(0, episode.length, frames_per_row).round().astype(int))
+        tiles = [cv2.resize(episode.frames[i], (cell, cell), interpolation=cv2.INTER_NEAREST) for i in picks]
+        tiles += [np.zeros((cell, cell, 3), np.uint8)] * (frames_per_row - len(tiles))
+        outcome = "success" if episode.meta.success else "failure"
+        text = f"{episode.meta.task}\nepisode {episode.meta.episode}\n{episode.length} steps, {outcome}"
+        gap = np.full((cell, 2, 3), 40, np.uint8)
+        row = [_label(text, cell, LABEL_WIDTH)]
+        for tile in tiles:
+            row += [gap, tile]
+        rows.append(np.concatenate(row, axis=1))
+        rows.append(np.full((2, rows[-1].shape[1], 3), 40, np.uint8))
+    return np.concatenate(rows[:-1], axis=0)
+
+
+def episode_video_frames(episodes: list[Episode], size: int = 256) -> list[np.ndarray]:
+    """Every frame of every episode, upscaled to ``size`` and captioned with task, episode and step."""
+    out = []
+    for episode in episodes:
+        for t, frame in enumerate(episode.frames):
+            big = cv2.resize(frame, (size, size), interpolation=cv2.INTER_NEAREST)
+            caption = f"{episode.meta.task} #{episode.meta.episode} t={t}/{episode.length}"
+            cv2.rectangle(big, (0, 0), (size, 16), (0, 0, 0), -1)
+            cv2.putText(big, caption, (3, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (255, 255, 255), 1, cv2.LINE_AA)
+            out.append(big)
+    return out
+
+
+def write_png(path: Path, image: np.ndarray) -> None:
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    if not cv2.imwrite(str(tmp), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
+        raise OSError(f"{path}: could not write PNG")
+    os.replace(tmp, path)
+
+
+def write_mp4(path: Path, frames: list[np.ndarray], fps: int = 8) -> None:
+    tmp = path.with_name(f".{path.stem}.tmp.mp4")
+    with imageio.get_writer(tmp, fps=fps, codec="libx264", macro_block_size=16, ffmpeg_log_level="error") as writer:
+        for frame in frames:
+            writer.append_data(frame)
+    os.replace(tmp, path)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="robocds-inspect", description=__doc__.splitlines()[0].split(": ", 1)[1])
+    parser.add_argument("root", help="dataset folder (or URL) holding manifest.json")
+    parser.add_argument("--out", help="folder for contact_sheet.png and episodes.mp4 (default: <root>/inspect)")
+    parser.add_argument(
+        "--episodes", nargs="*", default=[], help="TASK:INDEX episodes to show (default: episode 0 of each task)"
+    )
+    parser.add_argument("--frames", type=int, default=8, help="frames per episode on the contact sheet")
+    parser.add_argument("--no-media", action="store_true", help="verify and print statistics only")
+    parser.add_argument("--no-progress", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        manifest = read_manifest(args.root)
+        refs = parse_episode_refs(args.episodes, manifest)  # bad references fail before the long verification
+        stats = verify_dataset(args.root, manifest, progress=not args.no_progress)
+    except (DatasetError, ValueError) as err:
+        print(f"robocds-inspect: INVALID: {err}", file=sys.stderr)
+        return 1
+    print(format_stats(manifest, stats))
+    n_shards = sum(len(t.shards) for t in manifest.tasks)
+    print(f"\nOK: {n_shards} shards match the manifest (counts, sizes, sha256, schema v{manifest.schema_version})")
+    if args.no_media:
+        return 0
+    if args.out is None and is_url(args.root):
+        print("robocds-inspect: --out is required for a URL dataset", file=sys.stderr)
+        return 2
+    out = Path(args.out) if args.out else local_path(args.root) / "inspect"
+    out.mkdir(parents=True, exist_ok=True)
+    episodes = load_episodes(args.root, manifest, refs)
+    write_png(out / "contact_sheet.png", contact_sheet(episodes, args.frames))
+    write_mp4(out / "episodes.mp4", episode_video_frames(episodes))
+    print(f"wrote {out / 'contact_sheet.png'} and {out / 'episodes.mp4'} ({len(episodes)} episodes)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,221 @@
+"""In-memory multi-task replay: shards decoded once into uint8 tensors, uniform sampling per task.
+
+Frames are stored once per state ([F, 3, S, S] uint8 over every episode of every task), and a
+transition is the index of its observation frame (the next observation is the following frame),
+so memory is about one frame per transition. Sampling one batch is a handful of index ops, on the
+CPU or on whichever device the replay was moved to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from robocds.datasets.episode import Episode
+from robocds.datasets.manifest import load_shard, read_manifest
+from robocds.datasets.schema import (
+    BATCH_ACTION,
+    BATCH_IMAGE,
+    BATCH_NEXT_IMAGE,
+    BATCH_NEXT_PROPRIO,
+    BATCH_PROPRIO,
+    BATCH_REWARDS,
+    BATCH_SUCCESSES,
+    Manifest,
+)
+
+_RANDOM_HIGH = 2**62  # sample integers this large, then reduce modulo the task's size (bias < 1e-12)
+
+
+@dataclass
+class MultiTaskReplay:
+    """Transitions of T tasks, relabel-ready: every transition carries every selected task's reward.
+
+    Shapes (F frames, N transitions over all tasks, P proprio, T selected tasks, S image size):
+    ``frames`` uint8 [F, 3, S, S], ``proprio`` float32 [F, P], ``obs_index`` int64 [N] (frame of the
+    observation; the next observation is frame ``obs_index + 1``), ``action`` int64 [N],
+    ``rewards``/``successes`` float32 [N, T], ``task_start``/``task_count`` int64 [T] (task t owns
+    transitions ``task_start[t] .. task_start[t] + task_count[t] - 1``).
+    """
+
+    task_names: tuple[str, ...]
+    frames: torch.Tensor
+    proprio: torch.Tensor
+    obs_index: torch.Tensor
+    action: torch.Tensor
+    rewards: torch.Tensor
+    successes: torch.Tensor
+    task_start: torch.Tensor
+    task_count: torch.Tensor
+
+    @property
+    def num_tasks(self) -> int:
+        return len(self.task_names)
+
+    @property
+    def num_transitions(self) -> int:
+        return int(self.obs_index.shape[0])
+
+    @property
+    def device(self) -> torch.device:
+        return self.frames.device
+
+    def nbytes(self) -> int:
+        return sum(t.element_size() * t.nelement() for t in self._tensors())
+
+    def _tensors(self) -> list[torch.Tensor]:
+        return [
+            self.frames,
+            self.proprio,
+            self.obs_index,
+            self.action,
+            self.rewards,
+            self.successes,
+            self.task_start,
+            self.task_count,
+        ]
+
+    def to(self, device: str | torch.device) -> MultiTaskReplay:
+        """A copy on ``device`` (e.g. the GPU: sampling then never leaves it)."""
+        moved = [t.to(device) for t in self._tensors()]
+        return MultiTaskReplay(self.task_names, *moved)
+
+    def sample(self, batch_size: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """``batch_size`` transitions of each task, uniformly with replacement, in the batch format of
+        ``robocds.datasets.schema`` ([T, B, ...]). ``generator`` must live on the replay's device."""
+        t = self.num_tasks
+        draws = torch.randint(0, _RANDOM_HIGH, (t, batch_size), generator=generator, device=self.device)
+        index = self.task_start[:, None] + draws % self.task_count[:, None]
+        return self.gather(index)
+
+    def gather(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Batch of the transitions at ``index`` (int64 [T, B] into the transition arrays)."""
+        obs = self.obs_index[index]
+        return {
+            BATCH_IMAGE: self.frames[obs],
+            BATCH_NEXT_IMAGE: self.frames[obs + 1],
+            BATCH_PROPRIO: self.proprio[obs],
+            BATCH_NEXT_PROPRIO: self.proprio[obs + 1],
+            BATCH_ACTION: self.action[index],
+            BATCH_REWARDS: self.rewards[index],
+            BATCH_SUCCESSES: self.successes[index],
+        }
+
+
+def replay_from_episodes(
+    episodes_per_task: Sequence[Sequence[Episode]], task_names: Sequence[str], reward_tasks: Sequence[str]
+) -> MultiTaskReplay:
+    """Pack decoded episodes (one list per task, in ``task_names`` order) into a ``MultiTaskReplay``.
+
+    ``reward_tasks`` is the order of the stored reward columns; the replay keeps the columns of
+    ``task_names`` only, in that order, so ``rewards[..., i]`` is task ``task_names[i]``'s reward.
+    """
+    columns = [list(reward_tasks).index(name) for name in task_names]
+    frames, proprio, obs_index, action, rewards, successes = [], [], [], [], [], []
+    task_start, task_count = [], []
+    n_frames = n_transitions = 0
+    for episodes in episodes_per_task:
+        if not episodes:
+            raise ValueError("every task needs at least one episode")
+        task_start.append(n_transitions)
+        for episode in episodes:
+            length = episode.length
+            frames.append(episode.frames)
+            proprio.append(episode.proprio)
+            obs_index.append(np.arange(n_frames, n_frames + length, dtype=np.int64))
+            action.append(episode.actions)
+            rewards.append(episode.task_rewards[:, columns])
+            successes.append(episode.task_successes[:, columns])
+            n_frames += length + 1
+            n_transitions += length
+        task_count.append(n_transitions - task_start[-1])
+    # HWC -> CHW once here, so batches come out in the model's layout without a per-step copy.
+    frames_chw = np.ascontiguousarray(np.concatenate(frames).transpose(0, 3, 1, 2))
+    return MultiTaskReplay(
+        task_names=tuple(task_names),
+        frames=torch.from_numpy(frames_chw),
+        proprio=torch.from_numpy(np.concatenate(proprio)),
+        obs_index=torch.from_numpy(np.concatenate(obs_index)),
+        action=torch.from_numpy(np.concatenate(action)),
+        rewards=torch.from_numpy(np.concatenate(rewards).astype(np.float32)),
+        successes=torch.from_numpy(np.concatenate(successes).astype(np.float32)),
+        task_start=torch.tensor(task_start, dtype=torch.int64),
+        task_count=torch.tensor(task_count, dtype=torch.int64),
+    )
+
+
+def load_task_episodes(
+    root: str, manifest: Manifest, task: str, episodes: range | None = None, check_hash: bool = True
+) -> list[Episode]:
+    """Decode the episodes of ``task`` (all, or the indices in ``episodes``), verifying each shard read."""
+    entry = manifest.task(task)
+    out = []
+    for shard in entry.shards:
+        last = shard.first_episode + shard.samples
+        if episodes is not None and (last <= episodes.start or shard.first_episode >= episodes.stop):
+            continue  # no wanted episode in this shard: not even read
+        for episode in load_shard(root, manifest, entry, shard, check_hash=check_hash):
+            if episodes is None or episode.meta.episode in episodes:
+                out.append(episode)
+    return out
+
+
+def split_episodes(num_episodes: int, val_fraction: float) -> tuple[range, range]:
+    """(train, val) episode index ranges of one task: the last ``val_fraction`` (at least one) is held out."""
+    if val_fraction <= 0:
+        return range(num_episodes), range(0)
+    n_val = max(1, round(val_fraction * num_episodes))
+    if n_val >= num_episodes:
+        raise ValueError(
+            f"val_fraction={val_fraction}: would hold out {n_val} of a task's {num_episodes} episodes; "
+            "lower it (or 0 to validate on training data)"
+        )
+    return range(num_episodes - n_val), range(num_episodes - n_val, num_episodes)
+
+
+def load_replay(
+    root: str,
+    tasks: Sequence[str] | None = None,
+    episodes: dict[str, range] | None = None,
+    manifest: Manifest | None = None,
+    check_hash: bool = True,
+) -> MultiTaskReplay:
+    """Load (and verify) a dataset, or some tasks / episode ranges of it, into a CPU ``MultiTaskReplay``."""
+    manifest = manifest or read_manifest(root)
+    names = list(tasks) if tasks is not None else list(manifest.task_names)
+    per_task = []
+    for name in names:
+        wanted = None if episodes is None else episodes[name]
+        per_task.append(load_task_episodes(root, manifest, name, wanted, check_hash))
+    return replay_from_episodes(per_task, names, manifest.reward_tasks)
+
+
+class ReplaySampler(torch.utils.data.IterableDataset):
+    """``steps`` batches per iteration from a replay (infinite sampling needs an epoch length).
+
+    Each epoch draws from its own deterministic stream: seed, epoch -> same batches. With ``fixed``
+    every iteration repeats epoch 0's batches (a validation set that never changes).
+    """
+
+    def __init__(self, replay: MultiTaskReplay, batch_size: int, steps: int, seed: int = 0, fixed: bool = False):
+        super().__init__()
+        self.replay = replay
+        self.batch_size = batch_size
+        self.steps = steps
+        self.seed = seed
+        self.fixed = fixed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        generator = torch.Generator(device=self.replay.device)
+        generator.manual_seed(self.seed * 1_000_003 + (0 if self.fixed else self.epoch))
+        if not self.fixed:
+            self.epoch += 1
+        for _ in range(self.steps):
+            yield self.replay.sample(self.batch_size, generator)

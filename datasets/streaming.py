@@ -1,0 +1,227 @@
+"""Streaming loader for datasets that do not fit in memory: one ``wds.DataPipeline`` per task, zipped.
+
+Each task's pipeline reads its own shard set, so every batch has exactly ``batch_size`` transitions
+of every task whatever the tasks' sizes (a data-poor task simply cycles through its few shards more
+often). The batches have the format of ``robocds.datasets.schema``, like the in-memory path.
+
+Reproducibility: shard order and shuffle buffers are seeded from (seed, task, rank, worker, epoch),
+so a run is repeatable for a given number of DataLoader workers and processes.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+import webdataset as wds
+
+from robocds.datasets.episode import decode_episode
+from robocds.datasets.errors import DatasetError
+from robocds.datasets.manifest import read_manifest
+from robocds.datasets.schema import (
+    BATCH_ACTION,
+    BATCH_IMAGE,
+    BATCH_NEXT_IMAGE,
+    BATCH_NEXT_PROPRIO,
+    BATCH_PROPRIO,
+    BATCH_REWARDS,
+    BATCH_SUCCESSES,
+    Manifest,
+    episode_from_key,
+)
+from robocds.datasets.storage import join
+
+# A transition inside the pipeline: views into its episode's arrays, no copies until collation.
+# (frame [3,S,S], next_frame, proprio [P], next_proprio [P], action (), rewards [T], successes [T])
+Transition = tuple[np.ndarray, ...]
+
+
+def raise_with_shard(exn: Exception) -> bool:
+    """WebDataset error handler: re-raise as a ``DatasetError`` that names the shard."""
+    if isinstance(exn, DatasetError):
+        raise exn
+    # WebDataset appends the stream and URL to the exception's args; dig the shard's name out of them.
+    shards = [m for a in exn.args for m in _TAR_NAME.findall(str(a))]
+    first = exn.args[0] if exn.args else exn
+    problem = f"truncated or corrupt tar ({type(exn).__name__}: {first})"
+    raise DatasetError(problem, shards[-1] if shards else None, field="tar") from exn
+
+
+_TAR_NAME = re.compile(r"""[^\s'"<>=]+\.tar\b""")
+
+
+class _KeepEpisodes:
+    """Pipeline stage predicate: keep the raw samples whose episode index is in ``wanted`` (None: all)."""
+
+    def __init__(self, wanted: range | None) -> None:
+        self.wanted = wanted
+
+    def __call__(self, sample: dict) -> bool:
+        return self.wanted is None or episode_from_key(sample.get("__key__", "")) in self.wanted
+
+
+class _Decode:
+    """Pipeline stage: raw sample -> validated ``Episode`` (names shard, key and field on error)."""
+
+    def __init__(self, task: str, image_size: int, proprio_dim: int) -> None:
+        self.task, self.image_size, self.proprio_dim = task, image_size, proprio_dim
+
+    def __call__(self, sample: dict):
+        return decode_episode(sample, None, self.task, self.image_size, self.proprio_dim)
+
+
+class _Explode:
+    """Pipeline stage: episodes -> transitions, keeping only the selected tasks' reward columns."""
+
+    def __init__(self, columns: list[int]) -> None:
+        self.columns = columns
+
+    def __call__(self, episodes: Iterator) -> Iterator[Transition]:
+        for episode in episodes:
+            # Transpose the whole episode once: batches then need no layout change.
+            frames = np.ascontiguousarray(episode.frames.transpose(0, 3, 1, 2))
+            rewards = episode.task_rewards[:, self.columns]
+            successes = episode.task_successes[:, self.columns].astype(np.float32)
+            for t in range(episode.length):
+                yield (
+                    frames[t],
+                    frames[t + 1],
+                    episode.proprio[t],
+                    episode.proprio[t + 1],
+                    episode.actions[t],
+                    rewards[t],
+                    successes[t],
+                )
+
+
+def _collate(transitions: list[Transition]) -> tuple[np.ndarray, ...]:
+    return tuple(np.stack(column) for column in zip(*transitions))
+
+
+class StreamingMultiTaskDataset(torch.utils.data.IterableDataset):
+    """Batches ([T, B, ...], schema format) streamed from the shards; ``steps`` batches per epoch in all.
+
+    Per task, an explicit ``wds.DataPipeline``:
+
+    - shards: ``ResampledShards`` (``resampled=True``: each worker draws shards with replacement,
+      an epoch is set by ``with_epoch``), or the fixed list shuffled per epoch, split by node and
+      by worker and repeated (``resampled=False``; needs >= nodes x workers shards per task);
+    - ``tarfile_to_samples``: tar -> raw samples; errors name the shard;
+    - decode + validate each episode; drop the held-out (validation) episodes;
+    - episodes -> transitions; a shuffle buffer of ``shuffle_buffer`` transitions;
+    - ``batched(batch_size)``.
+
+    The T per-task pipelines are zipped and stacked into one multi-task batch.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        batch_size: int,
+        steps: int,
+        tasks: Sequence[str] | None = None,
+        train_episodes: dict[str, range] | None = None,
+        shuffle_buffer: int = 2000,
+        resampled: bool = True,
+        seed: int = 0,
+        manifest: Manifest | None = None,
+    ) -> None:
+        super().__init__()
+        self.root = root
+        self.manifest = manifest or read_manifest(root)
+        self.task_names = tuple(tasks) if tasks is not None else self.manifest.task_names
+        self.batch_size = batch_size
+        self.steps = steps
+        self.train_episodes = train_episodes
+        self.shuffle_buffer = shuffle_buffer
+        self.resampled = resampled
+        self.seed = seed
+        self.epoch = 0
+        self.columns = [list(self.manifest.reward_tasks).index(name) for name in self.task_names]
+        for name in self.task_names:
+            self.manifest.task(name)  # unknown task: clear error now, not inside a worker
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def _task_pipeline(self, task: str, seed: int, rank: int, world: int, worker: int, workers: int):
+        entry = self.manifest.task(task)
+        urls = [join(self.root, shard.path) for shard in entry.shards]
+        if self.resampled:
+            shards = [wds.ResampledShards(urls, seed=seed, deterministic=True)]  # with replacement, per worker
+        else:
+            if len(urls) < world * workers:
+                raise ValueError(
+                    f"resampled=False: task {task} has {len(urls)} shard(s), fewer than "
+                    f"{world} process(es) x {workers} worker(s); use resampled=True or fewer workers"
+                )
+            shards = [
+                wds.SimpleShardList(urls),
+                wds.detshuffle(bufsize=len(urls), initial=len(urls), seed=seed),  # shard shuffle, new each epoch
+                wds.split_by_node,  # each process its own shards
+                wds.split_by_worker,  # each DataLoader worker its own shards
+            ]
+        wanted = self.train_episodes[task] if self.train_episodes is not None else None
+        pipeline = wds.DataPipeline(
+            *shards,
+            wds.tarfile_to_samples(handler=raise_with_shard),  # tar members -> raw episode samples
+            wds.select(_KeepEpisodes(wanted)),  # hold out the validation episodes (by key, before decoding)
+            wds.map(_Decode(task, self.manifest.image_size, self.manifest.proprio_dim)),  # validate + decode
+            _Explode(self.columns),  # episode -> transitions (views, no copies)
+            wds.shuffle(self.shuffle_buffer, initial=self.shuffle_buffer // 2, rng=random.Random(seed + 1)),
+            wds.batched(self.batch_size, collation_fn=_collate, partial=False),  # B transitions of this task
+        )
+        # The fixed shard list ends after one pass: repeat it (a new shard order each pass) forever.
+        return pipeline if self.resampled else pipeline.repeat(nepochs=2**62)
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        rank, world = _rank_world()
+        epoch = self.epoch
+        self.epoch += 1
+        pipelines = [
+            self._task_pipeline(
+                task,
+                seed=hash_seed(self.seed, t, rank, worker, epoch),
+                rank=rank,
+                world=world,
+                worker=worker,
+                workers=workers,
+            )
+            for t, task in enumerate(self.task_names)
+        ]
+        # This worker's share of the epoch's batches (the DataLoader interleaves the workers' batches).
+        share = self.steps // workers + (1 if worker < self.steps % workers else 0)
+        combined = wds.DataPipeline(
+            lambda: zip(*pipelines),  # one batch of every task at a time
+            wds.map(_stack_tasks),  # T per-task batches -> one [T, B, ...] batch
+        ).with_epoch(nbatches=share)
+        return iter(combined)
+
+
+def _stack_tasks(per_task: tuple[tuple[np.ndarray, ...], ...]) -> dict[str, torch.Tensor]:
+    columns = [np.stack(column) for column in zip(*per_task)]  # each [T, B, ...]
+    image, next_image, proprio, next_proprio, action, rewards, successes = (torch.from_numpy(c) for c in columns)
+    return {
+        BATCH_IMAGE: image,
+        BATCH_NEXT_IMAGE: next_image,
+        BATCH_PROPRIO: proprio,
+        BATCH_NEXT_PROPRIO: next_proprio,
+        BATCH_ACTION: action.to(torch.int64),
+        BATCH_REWARDS: rewards,
+        BATCH_SUCCESSES: successes,
+    }
+
+
+def hash_seed(*parts: int) -> int:
+    return int(np.random.SeedSequence(list(parts)).generate_state(1, np.uint32)[0])
+
+
+def _rank_world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
