@@ -1,0 +1,59 @@
+"""Helpers for the dataset tests: digests of a dataset, and rewriting one sample of a shard."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from robocds.datasets.storage import iter_tar_samples, tar_bytes
+
+
+def file_digests(root: Path) -> dict[str, str]:
+    """sha256 of every shard and of the manifest, by path relative to ``root``."""
+    paths = sorted(root.glob("*/shard-*.tar")) + [root / "manifest.json"]
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in paths}
+
+
+def first_shard(root: Path, task: str = "lift-cube") -> Path:
+    return root / task / "shard-000000.tar"
+
+
+def rewrite_sample(shard: Path, change: Callable[[dict], None], index: int = 0) -> str:
+    """Apply ``change`` to the raw sample ``index`` of ``shard`` (in place) and rewrite the tar; returns its key."""
+    samples = list(iter_tar_samples(shard.read_bytes(), str(shard)))
+    for sample in samples:
+        sample.pop("__url__", None)
+    change(samples[index])
+    shard.write_bytes(tar_bytes(samples))
+    return samples[index]["__key__"]
+
+
+def npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def load(data: bytes) -> np.ndarray:
+    return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+def object_npy(count: int) -> bytes:
+    """An .npy header declaring an object array (which only unpickling could read), without any pickle."""
+    buffer = io.BytesIO()
+    header = {"descr": "|O", "fortran_order": False, "shape": (count,)}
+    np.lib.format.write_array_header_1_0(buffer, header)
+    buffer.write(bytes(8 * count))  # never read: the reader must refuse at the header
+    return buffer.getvalue()
+
+
+def edit_manifest(root: Path, change: Callable[[dict], None]) -> None:
+    path = root / "manifest.json"
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
