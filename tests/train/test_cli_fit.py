@@ -139,3 +139,17 @@ def test_config_names_resolve_to_packaged_files(tmp_path: Path) -> None:
     assert resolved[2] == str(CONFIG_DIR / "cds.yaml") and resolved[4] == str(CONFIG_DIR / "base.yaml")
     assert resolved[5] == f"--config={CONFIG_DIR / 'gpu.yaml'}" and resolved[7] == "missing"
     assert resolve_config_args(["--config", str(own)]) == ["--config", str(own)]  # existing paths win
+
+
+def test_fit_on_a_generated_tiny_dataset_with_the_packaged_configs(tmp_path: Path) -> None:
+    """base + cds + smoke as shipped, on OfflineDataModule over a freshly generated `tiny` dataset."""
+    from robocds.datasets.generate import main as generate
+
+    root = tmp_path / "tiny"
+    assert generate(["tiny", "--root", str(root), "--workers", "0", "--no-progress"]) == 0
+    args = ["fit", "--config", "base", "--config", "cds", "--config", "smoke", f"--data.root={root}"]
+    steps = ["--trainer.max_steps=3", "--data.steps_per_epoch=3", "--trainer.enable_progress_bar=false"]
+    cli = RoboCDSCLI(args=resolve_config_args([*args, *steps, f"--runs_dir={tmp_path / 'runs'}"]))
+    assert cli.trainer.global_step == 3
+    assert cli.model.task_names == list(cli.datamodule.task_names) and cli.model.image_size == 32
+    assert (tmp_path / "runs" / "cds" / "version_0" / "checkpoints" / "best.ckpt").is_file()
