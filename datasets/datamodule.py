@@ -14,6 +14,7 @@ so a "best" checkpoint can monitor a validation metric.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +33,10 @@ from robocds.datasets.schema import Manifest
 from robocds.datasets.streaming import StreamingMultiTaskDataset
 
 LOADERS = ("memory", "streaming")
+
+# Our iterable datasets' __len__ is exact: each DataLoader worker yields its own share of the epoch's
+# batches (see StreamingMultiTaskDataset), which is what Lightning's generic warning asks for.
+warnings.filterwarnings("ignore", message="Your `IterableDataset` has `__len__` defined")
 
 
 @dataclass(frozen=True)

@@ -86,10 +86,13 @@ class MultiTaskReplay:
     def sample(self, batch_size: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """``batch_size`` transitions of each task, uniformly with replacement, in the batch format of
         ``robocds.datasets.schema`` ([T, B, ...]). ``generator`` must live on the replay's device."""
+        return self.gather(self.sample_indices(batch_size, generator))
+
+    def sample_indices(self, batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """int64 [T, B]: row t holds ``batch_size`` uniform draws (with replacement) among task t's transitions."""
         t = self.num_tasks
         draws = torch.randint(0, _RANDOM_HIGH, (t, batch_size), generator=generator, device=self.device)
-        index = self.task_start[:, None] + draws % self.task_count[:, None]
-        return self.gather(index)
+        return self.task_start[:, None] + draws % self.task_count[:, None]
 
     def gather(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
         """Batch of the transitions at ``index`` (int64 [T, B] into the transition arrays)."""
