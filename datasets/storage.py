@@ -17,13 +17,11 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-import webdataset as wds
-
 from robocds.datasets.errors import DatasetError
 from robocds.datasets.schema import TEMP_SUFFIX
 
 TAR_USER = "robocds"  # fixed owner and mtime in tar headers: shards are byte-identical across runs
-TAR_MTIME = 0.0
+TAR_MTIME = 0
 
 
 def is_url(root: str) -> bool:
@@ -45,7 +43,7 @@ def join(root: str, relpath: str) -> str:
 def read_bytes(root: str, relpath: str) -> bytes:
     location = join(root, relpath)
     if is_url(root):
-        with wds.gopen(location, "rb") as stream:
+        with _gopen(location, "rb") as stream:
             return stream.read()
     return Path(location).read_bytes()
 
@@ -53,6 +51,12 @@ def read_bytes(root: str, relpath: str) -> bytes:
 def exists(root: str, relpath: str) -> bool:
     """Whether a finished file exists; unknowable for URLs in general, so False there (rewrite)."""
     return not is_url(root) and Path(join(root, relpath)).is_file()
+
+
+def _gopen(url: str, mode: str):
+    import webdataset as wds  # only for URLs: importing it loads torch, which local generation never needs
+
+    return wds.gopen(url, mode)
 
 
 def temp_name(final: Path) -> Path:
@@ -63,7 +67,7 @@ def temp_name(final: Path) -> Path:
 def write_bytes_atomic(root: str, relpath: str, data: bytes) -> None:
     """Write ``data`` to ``root``/``relpath`` so that it appears complete or not at all."""
     if is_url(root):
-        with wds.gopen(join(root, relpath), "wb") as stream:
+        with _gopen(join(root, relpath), "wb") as stream:
             stream.write(data)
         return
     final = Path(join(root, relpath))
@@ -116,11 +120,22 @@ def sha256(data: bytes) -> str:
 
 
 def tar_bytes(samples: Iterable[dict[str, Any]]) -> bytes:
-    """A WebDataset tar of already-encoded samples (``__key__`` plus suffix -> bytes), deterministic bytes."""
+    """A WebDataset tar of encoded samples (``__key__`` plus suffix -> bytes): members ``<key>.<suffix>``.
+
+    The layout of ``webdataset.TarWriter`` (USTAR, members of a sample consecutive and sorted by
+    suffix) with fixed owner, mode and mtime, so the same samples always give the same bytes. Written
+    with ``tarfile`` directly: generation workers then never import WebDataset (and with it torch).
+    """
     buffer = io.BytesIO()
-    with wds.TarWriter(buffer, encoder=False, mtime=TAR_MTIME, user=TAR_USER, group=TAR_USER) as writer:
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as archive:
         for sample in samples:
-            writer.write(sample)
+            key = sample["__key__"]
+            for suffix in sorted(name for name in sample if not name.startswith("__")):
+                data = sample[suffix]
+                info = tarfile.TarInfo(f"{key}.{suffix}")
+                info.size, info.mtime, info.mode = len(data), TAR_MTIME, 0o444
+                info.uname = info.gname = TAR_USER
+                archive.addfile(info, io.BytesIO(data))
     return buffer.getvalue()
 
 
