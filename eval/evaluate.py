@@ -77,10 +77,12 @@ def rollout(
     base_seed: int = 0,
     videos_per_task: int = 0,
     progress: bool = True,
+    envs_per_worker: int = 4,
 ) -> tuple[list[EpisodeRecord], dict[tuple[str, int], list[np.ndarray]]]:
     """Play ``episodes`` episodes of every task; return records and the frames of the recorded ones.
 
-    Episodes run concurrently, one per worker; the policy acts on all of them in one batch per step.
+    Episodes run concurrently, ``envs_per_worker`` per worker; the policy acts on all of them in one
+    batch per step.
     """
     for task in tasks:
         get_task(task)
@@ -107,20 +109,16 @@ def rollout(
             bar.set_postfix(success=f"{np.mean([r.success for r in records]):.0%}")
 
         while jobs or running:
-            idle = [slot for slot in range(len(pool)) if slot not in running]
-            started = []
-            for slot in idle:
-                if not jobs:
-                    break
+            resets = {}
+            for slot in range(len(pool)):
+                if slot in running or not jobs:
+                    continue
                 task, episode = jobs.popleft()
                 seed = eval_episode_seed(base_seed, TASK_NAMES.index(task), episode)
-                running[slot] = _Running(
-                    EpisodeRecord(task, episode, seed, False, 0.0, 0), {}, [], episode < videos_per_task
-                )
-                pool.workers[slot].send(("reset", task, seed))
-                started.append(slot)
-            for slot in started:
-                status, payload = pool.workers[slot].recv()
+                record = EpisodeRecord(task, episode, seed, False, 0.0, 0)
+                running[slot] = _Running(record, {}, [], episode < videos_per_task)
+                resets[slot] = ("reset", task, seed)
+            for slot, (status, payload) in pool.exchange(resets).items():
                 if status == "error":
                     finish(slot, payload)
                     continue
@@ -136,10 +134,8 @@ def rollout(
                 images = np.stack([running[s].obs["image"] for s in slots])
                 proprio = np.stack([running[s].obs["proprio"] for s in slots])
                 actions = [int(a) for a in policy.act(images, proprio, [running[s].record.task for s in slots])]
-            for slot, action in zip(slots, actions):
-                pool.workers[slot].send(("step", action))
-            for slot in slots:
-                status, payload = pool.workers[slot].recv()
+            replies = pool.exchange({slot: ("step", action) for slot, action in zip(slots, actions)})
+            for slot, (status, payload) in replies.items():
                 if status == "error":
                     finish(slot, payload)
                     continue
@@ -198,11 +194,14 @@ def evaluate(
     videos_per_task: int = 2,
     label_: str | None = None,
     progress: bool = True,
+    envs_per_worker: int = 4,
 ) -> dict:
     """Roll ``policy`` out and write ``summary.json``, ``results.md`` and videos into ``out_dir``."""
     tasks = list(tasks or policy.task_names)
     start = time.perf_counter()
-    records, videos = rollout(policy, tasks, episodes, workers, settings, base_seed, videos_per_task, progress)
+    records, videos = rollout(
+        policy, tasks, episodes, workers, settings, base_seed, videos_per_task, progress, envs_per_worker
+    )
     wall = time.perf_counter() - start
     results = summarize(records, tasks)
     out = Path(out_dir)
@@ -224,6 +223,7 @@ def evaluate(
         "seed_range": [EVAL_SEED_START, SEED_END],
         "env": asdict(settings),
         "workers": workers,
+        "envs_per_worker": envs_per_worker,
         "device": str(getattr(policy, "device", "cpu")),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "wall_time_s": round(wall, 2),
@@ -263,6 +263,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tasks", nargs="+", help="task names (default: every task the policy knows)")
     parser.add_argument("--episodes", type=int, default=50, help="episodes per task")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="env worker processes (0: in-process)")
+    parser.add_argument("--envs-per-worker", type=int, default=4, help="concurrent episodes per worker")
     parser.add_argument("--device", help="policy device (default: cuda if available, else cpu)")
     parser.add_argument("--seed", type=int, default=0, help="base seed of the evaluation episodes")
     parser.add_argument("--videos", type=int, default=2, help="episodes per task to record as mp4")
@@ -275,7 +276,16 @@ def main(argv: list[str] | None = None) -> None:
     image_size = args.image_size or int(getattr(getattr(policy, "module", None), "hparams", {}).get("image_size", 64))
     settings = EnvSettings(image_size=image_size, max_steps=args.max_steps, renderer=args.renderer)
     summary = evaluate(
-        policy, args.out, args.tasks, args.episodes, args.workers, settings, args.seed, args.videos, args.label
+        policy,
+        args.out,
+        args.tasks,
+        args.episodes,
+        args.workers,
+        settings,
+        args.seed,
+        args.videos,
+        args.label,
+        envs_per_worker=args.envs_per_worker,
     )
     print(Path(args.out, TABLE_FILE).read_text())
     if summary["errors"]:

@@ -1,9 +1,11 @@
 """Environment worker processes for batched rollouts.
 
-Each worker owns one env per task it has been asked for and plays one episode at a time. The main
-process sends ``reset``/``step`` commands to all workers, then collects the replies, so the envs
-step in parallel while the policy acts on the whole batch at once. A worker never dies of an
-episode's error: it replies ``("error", reason)``, drops that env, and builds a fresh one next time.
+Each worker hosts ``envs_per_worker`` episode slots (each slot owns one env per task it has been
+asked for and plays one episode at a time). The main process sends every worker one batch of
+``reset``/``step`` commands for its slots, then collects the replies, so workers step in parallel
+while the policy acts on all slots in one batch; several slots per worker keep the cores busy while
+the policy runs. A worker never dies of an episode's error: that slot replies ``("error", reason)``,
+drops its env, and builds a fresh one next time.
 """
 
 from __future__ import annotations
@@ -77,73 +79,84 @@ class _EpisodeRunner:
                 pass
 
 
-def _worker_main(conn, settings: EnvSettings) -> None:
-    runner = _EpisodeRunner(settings)
+Batch = list[tuple[int, tuple]]  # (slot within the worker, command) pairs
+
+
+def _handle_batch(runners: list[_EpisodeRunner], batch: Batch) -> list[tuple[str, Any]]:
+    return [runners[slot].handle(message) for slot, message in batch]
+
+
+def _worker_main(conn, settings: EnvSettings, envs_per_worker: int) -> None:
+    runners = [_EpisodeRunner(settings) for _ in range(envs_per_worker)]
     try:
         while True:
-            message = conn.recv()
-            if message[0] == "close":
+            batch = conn.recv()
+            if batch == "close":
                 break
-            conn.send(runner.handle(message))
+            conn.send(_handle_batch(runners, batch))
     except (EOFError, KeyboardInterrupt):
         pass
     finally:
-        runner.close()
+        for runner in runners:
+            runner.close()
 
 
 class _LocalWorker:
     """Same interface as a process worker, run in this process (``workers=0``; handy for tests)."""
 
-    def __init__(self, settings: EnvSettings) -> None:
-        self.runner = _EpisodeRunner(settings)
-        self.reply: tuple[str, Any] | None = None
+    def __init__(self, settings: EnvSettings, envs_per_worker: int) -> None:
+        self.runners = [_EpisodeRunner(settings) for _ in range(envs_per_worker)]
+        self.replies: list[tuple[str, Any]] = []
 
-    def send(self, message: tuple) -> None:
-        self.reply = self.runner.handle(message)
+    def send(self, batch: Batch) -> None:
+        self.replies = _handle_batch(self.runners, batch)
 
-    def recv(self) -> tuple[str, Any]:
-        reply, self.reply = self.reply, None
-        return reply
+    def recv(self) -> list[tuple[str, Any]]:
+        replies, self.replies = self.replies, []
+        return replies
 
     def close(self) -> None:
-        self.runner.close()
+        for runner in self.runners:
+            runner.close()
 
 
 class _ProcessWorker:
-    def __init__(self, settings: EnvSettings, context) -> None:
-        self.settings, self.context = settings, context
+    def __init__(self, settings: EnvSettings, envs_per_worker: int, context) -> None:
+        self.settings, self.envs_per_worker, self.context = settings, envs_per_worker, context
+        self.pending = 0
+        self.crashed = False
         self._start()
 
     def _start(self) -> None:
         self.conn, child = self.context.Pipe()
-        self.process = self.context.Process(target=_worker_main, args=(child, self.settings), daemon=True)
+        args = (child, self.settings, self.envs_per_worker)
+        self.process = self.context.Process(target=_worker_main, args=args, daemon=True)
         self.process.start()
         child.close()
 
-    def send(self, message: tuple) -> None:
+    def send(self, batch: Batch) -> None:
+        self.pending = len(batch)
         try:
-            self.conn.send(message)
+            self.conn.send(batch)
         except (BrokenPipeError, OSError):
-            self._pending_crash = True
+            self.crashed = True
 
-    def recv(self) -> tuple[str, Any]:
-        if getattr(self, "_pending_crash", False):
-            return self._restart()
-        try:
-            return self.conn.recv()
-        except (EOFError, OSError):
-            return self._restart()
-
-    def _restart(self) -> tuple[str, Any]:
+    def recv(self) -> list[tuple[str, Any]]:
+        if not self.crashed:
+            try:
+                return self.conn.recv()
+            except (EOFError, OSError):
+                pass
+        # The process died: every episode it was playing fails, and a fresh process takes its place.
         code = self.process.exitcode
         self.process.join(timeout=1)
-        self._pending_crash = False
+        self.crashed = False
         self._start()
-        return "error", f"worker process died (exit code {code})"
+        return [("error", f"worker process died (exit code {code})")] * self.pending
 
     def close(self) -> None:
         try:
-            self.conn.send(("close",))
+            self.conn.send("close")
         except (BrokenPipeError, OSError):
             pass
         self.process.join(timeout=10)
@@ -152,20 +165,40 @@ class _ProcessWorker:
 
 
 class WorkerPool:
-    """``num_workers`` env workers (0: one worker in this process)."""
+    """``num_workers`` env workers (0: one worker in this process), each with ``envs_per_worker`` slots.
 
-    def __init__(self, num_workers: int, settings: EnvSettings = EnvSettings()) -> None:
+    Slots are numbered 0 .. ``len(pool) - 1``; ``exchange`` sends each slot's command and returns
+    each slot's reply.
+    """
+
+    def __init__(self, num_workers: int, settings: EnvSettings = EnvSettings(), envs_per_worker: int = 1) -> None:
         if num_workers < 0:
             raise ValueError(f"num_workers={num_workers}: must be >= 0")
+        if envs_per_worker < 1:
+            raise ValueError(f"envs_per_worker={envs_per_worker}: must be >= 1")
+        self.envs_per_worker = envs_per_worker
         if num_workers == 0:
-            self.workers = [_LocalWorker(settings)]
+            self.workers = [_LocalWorker(settings, envs_per_worker)]
         else:
             # spawn: a forked copy of a process holding torch or pybullet state is not safe.
             context = mp.get_context("spawn")
-            self.workers = [_ProcessWorker(settings, context) for _ in range(num_workers)]
+            self.workers = [_ProcessWorker(settings, envs_per_worker, context) for _ in range(num_workers)]
 
     def __len__(self) -> int:
-        return len(self.workers)
+        return len(self.workers) * self.envs_per_worker
+
+    def exchange(self, commands: dict[int, tuple]) -> dict[int, tuple[str, Any]]:
+        """Send ``{slot: command}`` (all workers first, so they run in parallel); ``{slot: reply}``."""
+        batches: dict[int, Batch] = {}
+        for slot, message in commands.items():
+            batches.setdefault(slot // self.envs_per_worker, []).append((slot % self.envs_per_worker, message))
+        for worker, batch in batches.items():
+            self.workers[worker].send(batch)
+        replies = {}
+        for worker, batch in batches.items():
+            for (local, _), reply in zip(batch, self.workers[worker].recv()):
+                replies[worker * self.envs_per_worker + local] = reply
+        return replies
 
     def close(self) -> None:
         for worker in self.workers:

@@ -1,0 +1,201 @@
+"""One command for the whole comparison: generate data, train every method and seed, evaluate, report.
+
+    robocds-compare --scale cpu --out runs/benchmark-cpu
+
+For each method (``no_sharing``, ``sharing_all``, ``cds``, ``cds_percentile``) and seed it trains with
+``robocds fit --config base --config <method> --config <scale config>``, evaluates the last
+checkpoint on held-out evaluation seeds, then writes a report: per-task and average success with 95%
+intervals over seeds, the success of a random policy and of the data's own behaviour beside them, a
+grouped bar chart, and the CDS sharing matrix as a heatmap. Every stage is skipped when its output
+already exists, so an interrupted comparison resumes where it stopped. Each stage runs as its own
+process (the same console commands a user would type).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from robocds.envs.media import write_png
+from robocds.eval.evaluate import SUMMARY_FILE, write_text_atomic
+from robocds.eval.report import AVERAGE, markdown, report
+
+METHODS = ("no_sharing", "sharing_all", "cds", "cds_percentile")
+
+
+@dataclass(frozen=True)
+class Scale:
+    """How big a comparison is."""
+
+    recipe: str  # packaged dataset recipe (or a recipe file)
+    train_config: str  # packaged training config laid over base + method
+    methods: tuple[str, ...]  # methods to compare
+    seeds: tuple[int, ...]  # training seeds per method
+    eval_episodes: int  # evaluation episodes per task and run
+    videos: int  # videos per task and run
+    random_episodes: int  # episodes per task of the random-policy reference
+
+
+SCALES = {
+    # The README's quickstart: a few minutes on 2 CPU cores.
+    "quick": Scale("quickstart", "scale_quick", METHODS[:3], (0,), 10, 1, 10),
+    # The benchmark at CPU scale: within 90 minutes on 2 cores.
+    "cpu": Scale("benchmark_cpu", "scale_cpu", METHODS, (0, 1, 2), 50, 2, 50),
+    # The benchmark at full scale, for one GPU.
+    "gpu": Scale("benchmark", "scale_gpu", METHODS, (0, 1, 2), 50, 2, 50),
+}
+
+
+class Stage:
+    """Prints numbered progress lines and runs each stage's command unless its output exists."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.done, self.start = total, 0, time.perf_counter()
+
+    def run(self, title: str, output: Path, command: list[str]) -> None:
+        self.done += 1
+        elapsed = time.perf_counter() - self.start
+        prefix = f"[{self.done}/{self.total} | {elapsed / 60:5.1f} min]"
+        if output.exists():
+            print(f"{prefix} {title}: already done ({output})", flush=True)
+            return
+        print(f"{prefix} {title}", flush=True)
+        subprocess.run(command, check=True)
+        if not output.exists():
+            raise RuntimeError(f"{title}: finished but {output} is missing")
+
+
+def _python(*args: str) -> list[str]:
+    return [sys.executable, "-m", *args]
+
+
+def run_comparison(scale: Scale, out: Path, workers: int, extra_train_args: list[str]) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    data = out / "data"
+    runs = out / "runs"
+    evals = out / "eval"
+    stage = Stage(1 + 2 * len(scale.methods) * len(scale.seeds) + 2)
+    stage.run(
+        f"generate the dataset (recipe {scale.recipe})",
+        data / "manifest.json",
+        _python("robocds.datasets.generate", scale.recipe, "--root", str(data), "--workers", str(workers)),
+    )
+    eval_dirs = []
+    for method in scale.methods:
+        for seed in scale.seeds:
+            name = f"{method}-seed{seed}"
+            run_dir = runs / name / "version_0"
+            checkpoint = run_dir / "checkpoints" / "last.ckpt"
+            stage.run(
+                f"train {method}, seed {seed}",
+                run_dir / "finished",
+                _python("robocds.train", "fit", "--config", "base", "--config", method, "--config", scale.train_config,
+                        "--data.root", str(data), "--seed_everything", str(seed), "--runs_dir", str(runs),
+                        "--run_name", name, *extra_train_args)
+                + ["--trainer.enable_progress_bar", "true"],
+            )  # fmt: skip
+            if checkpoint.exists() and not (run_dir / "finished").exists():
+                (run_dir / "finished").write_text("")
+            eval_dir = evals / name
+            stage.run(
+                f"evaluate {method}, seed {seed} ({scale.eval_episodes} episodes per task)",
+                eval_dir / SUMMARY_FILE,
+                _python("robocds.eval", "--checkpoint", str(checkpoint), "--out", str(eval_dir), "--label", method,
+                        "--episodes", str(scale.eval_episodes), "--workers", str(workers), "--seed", "0",
+                        "--videos", str(scale.videos)),
+            )  # fmt: skip
+            eval_dirs.append(eval_dir)
+    task_names = list(data_success_rates(data))
+    random_dir = evals / "random"
+    stage.run(
+        "evaluate a random policy (reference)",
+        random_dir / SUMMARY_FILE,
+        _python("robocds.eval", "--policy", "random", "--out", str(random_dir), "--label", "random", "--tasks",
+                *task_names, "--episodes", str(scale.random_episodes), "--workers", str(workers), "--videos", "0",
+                "--image-size", "32"),
+    )  # fmt: skip
+    stage.done += 1
+    print(f"[{stage.done}/{stage.total}] report", flush=True)
+    return write_report(out, eval_dirs + [random_dir], data, runs, scale)
+
+
+def data_success_rates(data: Path) -> dict[str, float]:
+    """The data's own behaviour: each task's episode success rate in the dataset's manifest."""
+    manifest = json.loads((data / "manifest.json").read_text())
+    return {task["name"]: float(task["success_rate"]) for task in manifest["tasks"]}
+
+
+def sharing_matrix(runs: Path, method: str, seeds: tuple[int, ...], tasks: list[str]) -> np.ndarray | None:
+    """Mean over seeds of the last logged sharing matrix [target, source] of ``method``'s runs."""
+    matrices = []
+    for seed in seeds:
+        path = runs / f"{method}-seed{seed}" / "version_0" / "csv" / "metrics.csv"
+        if not path.is_file():
+            continue
+        last: dict[str, float] = {}
+        with path.open() as handle:
+            for row in csv.DictReader(handle):
+                for key, value in row.items():
+                    if key.startswith("sharing/") and value not in ("", None):
+                        last[key] = float(value)
+        cells = [[last.get(f"sharing/{target}/{source}") for source in tasks] for target in tasks]
+        if all(v is not None for row in cells for v in row):
+            matrices.append(np.array(cells, dtype=float))
+    return np.mean(matrices, axis=0) if matrices else None
+
+
+def write_report(out: Path, eval_dirs: list[Path], data: Path, runs: Path, scale: Scale) -> dict:
+    report_dir = out / "report"
+    comparison = report([str(d) for d in eval_dirs], report_dir)
+    behaviour = data_success_rates(data)
+    lines = ["# Comparison", "", markdown(comparison)]
+    if behaviour:
+        lines += ["", "Success of the data's own behaviour (the noisy oracles that collected it):", ""]
+        lines += ["| task | data success |", "|---|---|"]
+        lines += [f"| {task} | {rate:.1%} |" for task, rate in behaviour.items()]
+        lines.append(f"| **{AVERAGE}** | {np.mean(list(behaviour.values())):.1%} |")
+    if "cds" in scale.methods:
+        matrix = sharing_matrix(runs, "cds", scale.seeds, comparison["tasks"])
+        if matrix is not None:
+            from robocds.heatmap import sharing_heatmap
+
+            title = "CDS: mean weight of source j's transitions routed into target i"
+            write_png(report_dir / "cds_sharing_matrix.png", sharing_heatmap(matrix, comparison["tasks"], title))
+            lines += ["", "CDS sharing matrix (last logged, mean over seeds): `cds_sharing_matrix.png`."]
+    text = "\n".join(lines) + "\n"
+    write_text_atomic(report_dir / "README.md", text)
+    print(text)
+    print(f"outputs: {report_dir} (README.md, report.md, success.png, cds_sharing_matrix.png); runs: {runs}")
+    return comparison
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Generate, train every method and seed, evaluate, and report.")
+    parser.add_argument("--scale", choices=sorted(SCALES), default="quick")
+    parser.add_argument("--out", help="output folder (default: runs/compare-<scale>)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="generation and evaluation workers")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, help="override the scale's methods")
+    parser.add_argument("--seeds", nargs="+", type=int, help="override the scale's seeds")
+    parser.add_argument("train_args", nargs="*", help="extra arguments for `robocds fit`, after --")
+    args = parser.parse_args(argv)
+    scale = SCALES[args.scale]
+    if args.methods or args.seeds:
+        scale = Scale(**{**scale.__dict__, "methods": tuple(args.methods or scale.methods),
+                         "seeds": tuple(args.seeds or scale.seeds)})  # fmt: skip
+    out = Path(args.out or f"runs/compare-{args.scale}")
+    start = time.perf_counter()
+    run_comparison(scale, out, args.workers, args.train_args)
+    print(f"wall time: {(time.perf_counter() - start) / 60:.1f} min")
+
+
+if __name__ == "__main__":
+    main()
