@@ -17,6 +17,7 @@ import argparse
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -37,7 +38,7 @@ class Scale:
     """How big a comparison is."""
 
     recipe: str  # packaged dataset recipe (or a recipe file)
-    train_config: str  # packaged training config laid over base + method
+    train_configs: tuple[str, ...]  # packaged training configs laid over base + method
     methods: tuple[str, ...]  # methods to compare
     seeds: tuple[int, ...]  # training seeds per method
     eval_episodes: int  # evaluation episodes per task and run
@@ -47,11 +48,11 @@ class Scale:
 
 SCALES = {
     # The README's quickstart: a few minutes on 2 CPU cores.
-    "quick": Scale("quickstart", "scale_quick", METHODS[:3], (0,), 10, 1, 10),
+    "quick": Scale("quickstart", ("scale_quick",), METHODS[:3], (0,), 10, 1, 10),
     # The benchmark at CPU scale: within 90 minutes on 2 cores.
-    "cpu": Scale("benchmark_cpu", "scale_cpu", METHODS, (0, 1, 2), 50, 2, 50),
+    "cpu": Scale("benchmark_cpu", ("scale_cpu",), METHODS, (0, 1, 2), 50, 2, 50),
     # The benchmark at full scale, for one GPU.
-    "gpu": Scale("benchmark", "scale_gpu", METHODS, (0, 1, 2), 50, 2, 50),
+    "gpu": Scale("benchmark", ("gpu", "scale_gpu"), METHODS, (0, 1, 2), 50, 2, 50),
 }
 
 
@@ -61,7 +62,8 @@ class Stage:
     def __init__(self, total: int) -> None:
         self.total, self.done, self.start = total, 0, time.perf_counter()
 
-    def run(self, title: str, output: Path, command: list[str]) -> None:
+    def run(self, title: str, output: Path, command: list[str], marker: bool = False) -> None:
+        """Run ``command`` unless ``output`` exists; with ``marker``, ``output`` is touched on success."""
         self.done += 1
         elapsed = time.perf_counter() - self.start
         prefix = f"[{self.done}/{self.total} | {elapsed / 60:5.1f} min]"
@@ -70,6 +72,8 @@ class Stage:
             return
         print(f"{prefix} {title}", flush=True)
         subprocess.run(command, check=True)
+        if marker:
+            output.touch()
         if not output.exists():
             raise RuntimeError(f"{title}: finished but {output} is missing")
 
@@ -95,16 +99,17 @@ def run_comparison(scale: Scale, out: Path, workers: int, extra_train_args: list
             name = f"{method}-seed{seed}"
             run_dir = runs / name / "version_0"
             checkpoint = run_dir / "checkpoints" / "last.ckpt"
+            if run_dir.exists() and not (run_dir / "finished").exists():
+                shutil.rmtree(run_dir.parent)  # an interrupted run trains again from scratch
+            configs = [arg for config in scale.train_configs for arg in ("--config", config)]
             stage.run(
                 f"train {method}, seed {seed}",
                 run_dir / "finished",
-                _python("robocds.train", "fit", "--config", "base", "--config", method, "--config", scale.train_config,
+                _python("robocds.train", "fit", "--config", "base", "--config", method, *configs,
                         "--data.root", str(data), "--seed_everything", str(seed), "--runs_dir", str(runs),
-                        "--run_name", name, *extra_train_args)
-                + ["--trainer.enable_progress_bar", "true"],
+                        "--run_name", name, *extra_train_args),
+                marker=True,
             )  # fmt: skip
-            if checkpoint.exists() and not (run_dir / "finished").exists():
-                (run_dir / "finished").write_text("")
             eval_dir = evals / name
             stage.run(
                 f"evaluate {method}, seed {seed} ({scale.eval_episodes} episodes per task)",
