@@ -198,8 +198,12 @@ def bench_loaders(args, data: Path) -> dict:
         return _median_ms(times)
 
     dm_memory.setup("fit")
-    fed_memory_ms = fed_loop(dm_memory.train_dataloader())
-    fed_stream_ms = fed_loop(stream.train_dataloader())
+    memory_loader, stream_loader = dm_memory.train_dataloader(), stream.train_dataloader()
+    fed_memory, fed_stream = [], []
+    for _ in range(2):  # alternate, so both see the same share of the machine's background load
+        fed_memory.append(fed_loop(memory_loader))
+        fed_stream.append(fed_loop(stream_loader))
+    fed_memory_ms, fed_stream_ms = statistics.median(fed_memory), statistics.median(fed_stream)
     print(f"  training fed by memory: {fed_memory_ms:.1f} ms/step; by streaming: {fed_stream_ms:.1f} ms/step")
     return {
         "tasks": t,
@@ -226,7 +230,7 @@ def main() -> None:
     parser.add_argument("--gen-episodes", type=int, default=8, help="episodes per task per generation run")
     parser.add_argument("--episodes-per-shard", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3, help="generation runs per worker count")
-    parser.add_argument("--batch-size", type=int, default=32, help="transitions per task per batch")
+    parser.add_argument("--batch-size", type=int, default=64, help="transitions per task per batch (base.yaml: 64)")
     parser.add_argument("--steps", type=int, default=20, help="timed training steps / batches per measurement")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the training step")
     parser.add_argument("--loader-workers", type=int, default=1, help="streaming DataLoader workers")
