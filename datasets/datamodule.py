@@ -243,7 +243,8 @@ class OfflineDataModule(pl.LightningDataModule):
         s = self.settings
         if s.loader == "memory":
             assert self.train_replay is not None, "call setup() first"
-            dataset = ReplaySampler(self.train_replay, s.batch_size, s.steps_per_epoch, seed=s.seed)
+            rank = self.trainer.global_rank if self.trainer is not None else 0
+            dataset = ReplaySampler(self.train_replay, s.batch_size, s.steps_per_epoch, seed=s.seed, rank=rank)
             loader = _EpochLoader(dataset, batch_size=None, num_workers=0, first_epoch=self._first_epoch)
         else:
             dataset = StreamingMultiTaskDataset(

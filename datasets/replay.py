@@ -124,7 +124,7 @@ def replay_from_episodes(
     ``task_names`` only, in that order, so ``rewards[..., i]`` is task ``task_names[i]``'s reward.
     """
     columns = [list(reward_tasks).index(name) for name in task_names]
-    frames, proprio, obs_index, action, rewards, successes = [], [], [], [], [], []
+    proprio, obs_index, action, rewards, successes = [], [], [], [], []
     task_start, task_count = [], []
     n_frames = n_transitions = 0
     for episodes in episodes_per_task:
@@ -133,7 +133,6 @@ def replay_from_episodes(
         task_start.append(n_transitions)
         for episode in episodes:
             length = episode.length
-            frames.append(episode.frames)
             proprio.append(episode.proprio)
             obs_index.append(np.arange(n_frames, n_frames + length, dtype=np.int64))
             action.append(episode.actions)
@@ -142,8 +141,15 @@ def replay_from_episodes(
             n_frames += length + 1
             n_transitions += length
         task_count.append(n_transitions - task_start[-1])
-    # HWC -> CHW once here, so batches come out in the model's layout without a per-step copy.
-    frames_chw = np.ascontiguousarray(np.concatenate(frames).transpose(0, 3, 1, 2))
+    # HWC -> CHW once here, so batches come out in the model's layout without a per-step copy; filled
+    # episode by episode so that loading never holds more than one extra copy of the frames.
+    size = episodes_per_task[0][0].frames.shape[1]
+    frames_chw = np.empty((n_frames, 3, size, size), dtype=np.uint8)
+    start = 0
+    for episodes in episodes_per_task:
+        for episode in episodes:
+            frames_chw[start : start + episode.length + 1] = episode.frames.transpose(0, 3, 1, 2)
+            start += episode.length + 1
     return MultiTaskReplay(
         task_names=tuple(task_names),
         frames=torch.from_numpy(frames_chw),
@@ -203,20 +209,29 @@ def load_replay(
     return replay_from_episodes(per_task, names, manifest.reward_tasks)
 
 
+def hash_seed(*parts: int) -> int:
+    """A well-mixed 32-bit seed from several integers (seed, rank, worker, epoch ...)."""
+    return int(np.random.SeedSequence(list(parts)).generate_state(1, np.uint32)[0])
+
+
 class ReplaySampler(torch.utils.data.IterableDataset):
     """``steps`` batches per iteration from a replay (infinite sampling needs an epoch length).
 
-    Each epoch draws from its own deterministic stream: seed, epoch -> same batches. With ``fixed``
-    every iteration repeats epoch 0's batches (a validation set that never changes).
+    Each epoch draws from its own deterministic stream: (seed, rank, epoch) -> the same batches;
+    ``rank`` (the process's rank in distributed training) keeps processes from drawing identical
+    batches. With ``fixed`` every iteration repeats epoch 0's batches (a validation set).
     """
 
-    def __init__(self, replay: MultiTaskReplay, batch_size: int, steps: int, seed: int = 0, fixed: bool = False):
+    def __init__(
+        self, replay: MultiTaskReplay, batch_size: int, steps: int, seed: int = 0, fixed: bool = False, rank: int = 0
+    ):
         super().__init__()
         self.replay = replay
         self.batch_size = batch_size
         self.steps = steps
         self.seed = seed
         self.fixed = fixed
+        self.rank = rank
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -224,7 +239,7 @@ class ReplaySampler(torch.utils.data.IterableDataset):
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         generator = torch.Generator(device=self.replay.device)
-        generator.manual_seed(self.seed * 1_000_003 + (0 if self.fixed else self.epoch))
+        generator.manual_seed(hash_seed(self.seed, self.rank, 0 if self.fixed else self.epoch))
         if not self.fixed:
             self.epoch += 1
         for _ in range(self.steps):

@@ -21,6 +21,7 @@ import webdataset as wds
 from robocds.datasets.episode import decode_episode
 from robocds.datasets.errors import DatasetError
 from robocds.datasets.manifest import read_manifest
+from robocds.datasets.replay import hash_seed
 from robocds.datasets.schema import (
     BATCH_ACTION,
     BATCH_IMAGE,
@@ -219,10 +220,6 @@ def _stack_tasks(per_task: tuple[tuple[np.ndarray, ...], ...]) -> dict[str, torc
         BATCH_REWARDS: rewards,
         BATCH_SUCCESSES: successes,
     }
-
-
-def hash_seed(*parts: int) -> int:
-    return int(np.random.SeedSequence(list(parts)).generate_state(1, np.uint32)[0])
 
 
 def _rank_world() -> tuple[int, int]:
