@@ -24,6 +24,7 @@ import queue
 import signal
 import sys
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -89,18 +90,7 @@ def parse_shard_range(text: str, total: int) -> range:
 
 # ----------------------------------------------------------------------------- worker side
 
-_progress: Any = None  # queue of episode counts, set in each worker process
 _env_cache: dict[tuple, Any] = {}  # one env per (task, settings) per process: building one costs ~0.1 s
-
-
-def _init_worker(progress: Any) -> None:
-    global _progress
-    _progress = progress
-    # Ctrl-C goes to the whole process group; only the parent handles it (it terminates the pool).
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    import cv2
-
-    cv2.setNumThreads(1)  # one core per worker: OpenCV's own thread pool would only oversubscribe
 
 
 def _env_for(recipe: Recipe, task: str):
@@ -137,10 +127,21 @@ def generate_shard(
     return summarise_shard(job.relpath, data, episodes)
 
 
-def _worker_job(args: tuple[ShardJob, dict, str]) -> ShardSummary:
-    job, recipe_json, root = args
+def _worker_main(jobs: Any, results: Any, recipe_json: dict, root: str) -> None:
+    """A worker process: take shard jobs until the ``None`` sentinel; report every episode and shard."""
+    # Ctrl-C goes to the whole process group; only the parent handles it (it stops the workers).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    import cv2
+
+    cv2.setNumThreads(1)  # one core per worker: OpenCV's own thread pool would only oversubscribe
     recipe = recipe_from_dict(recipe_json)
-    return generate_shard(job, recipe, root, on_episode=lambda: _progress.put(1))
+    while (job := jobs.get()) is not None:
+        try:
+            summary = generate_shard(job, recipe, root, on_episode=lambda: results.put(("episode", None)))
+        except Exception:  # noqa: BLE001 - reported to the parent, which stops the run
+            results.put(("error", f"{job.relpath}: {traceback.format_exc()}"))
+            return
+        results.put(("shard", summary))
 
 
 # ----------------------------------------------------------------------------- driver
@@ -245,36 +246,46 @@ def generate(
 def _run_pool(
     todo: list[ShardJob], recipe: Recipe, root: str, workers: int, bar, start_method: str
 ) -> list[ShardSummary]:
+    """Run ``todo`` on ``workers`` processes; stop them all at the first error, dead worker or Ctrl-C."""
     ctx = mp.get_context(start_method)
-    progress = ctx.Queue()
-    pool = ctx.Pool(workers, initializer=_init_worker, initargs=(progress,))
+    jobs, results = ctx.Queue(), ctx.Queue()
+    for job in todo:
+        jobs.put(job)
+    for _ in range(workers):
+        jobs.put(None)
+    procs = [
+        ctx.Process(target=_worker_main, args=(jobs, results, recipe.to_json_dict(), root), daemon=True)
+        for _ in range(workers)
+    ]
+    for proc in procs:
+        proc.start()
     written: list[ShardSummary] = []
     try:
-        results = pool.imap_unordered(_worker_job, [(job, recipe.to_json_dict(), root) for job in todo], chunksize=1)
         while len(written) < len(todo):
             try:
-                written.append(results.next(timeout=0.2))
-            except mp.TimeoutError:
-                pass
-            _drain(progress, bar)
-            bar.set_postfix_str(f"shards {len(written)}/{len(todo)}", refresh=False)
-        _drain(progress, bar)
-        pool.close()
-    except BaseException:
-        # Ctrl-C or a failed shard: stop everything now; finished shards stay, temp files are cleaned next run.
-        pool.terminate()
-        raise
+                kind, payload = results.get(timeout=0.5)
+            except queue.Empty:
+                dead = [p for p in procs if p.exitcode not in (None, 0)]
+                if dead:
+                    raise RuntimeError(
+                        f"a generation worker died (exit code {dead[0].exitcode}); rerun the same command to resume"
+                    ) from None
+                continue
+            if kind == "episode":
+                bar.update(1)
+            elif kind == "shard":
+                written.append(payload)
+                bar.set_postfix_str(f"shards {len(written)}/{len(todo)}", refresh=False)
+            else:
+                raise RuntimeError(f"generation failed in a worker on shard {payload}")
     finally:
-        pool.join()
+        # Normal end: the workers are leaving on their sentinels. Error or Ctrl-C: stop them now;
+        # finished shards stay, and the next run cleans up the temporary file of a shard cut short.
+        for proc in procs:
+            if len(written) < len(todo) and proc.is_alive():
+                proc.terminate()
+            proc.join()
     return written
-
-
-def _drain(progress, bar) -> None:
-    while True:
-        try:
-            bar.update(progress.get_nowait())
-        except queue.Empty:
-            return
 
 
 def write_manifest(root: str, recipe: Recipe, known: dict[str, ShardSummary] | None = None) -> None:

@@ -188,3 +188,12 @@ def test_url_destination(tiny_root, tiny_recipe, tmp_path, monkeypatch):
     assert result.manifest_written
     assert file_digests(folder / "data") == file_digests(tiny_root)
     assert read_manifest(url) == read_manifest(str(tiny_root))
+
+
+def test_a_failing_worker_stops_the_run_with_the_shard_named(tiny_recipe, tmp_path):
+    root = tmp_path / "data"
+    blocker = root / "lift-cube" / "shard-000001.tar"  # a folder where the shard must go: its rename fails
+    (blocker / "x").mkdir(parents=True)
+    with pytest.raises(RuntimeError, match="failed in a worker on shard lift-cube/shard-000001.tar"):
+        generate(tiny_recipe, str(root), workers=2, progress=False)
+    assert not list(root.glob("*/.*.tmp")) and not (root / "manifest.json").exists()
