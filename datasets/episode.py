@@ -132,10 +132,10 @@ def npy_bytes(array: np.ndarray) -> bytes:
 
 def encode_frames(frames: np.ndarray) -> bytes:
     """uint8 [N, S, S, 3] RGB -> one PNG of the frames stacked vertically ([N*S, S, 3])."""
-    strip = frames.reshape(-1, frames.shape[2], 3)
-    ok, png = cv2.imencode(
-        ".png", cv2.cvtColor(strip, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION]
-    )
+    # Channel flip in numpy, not cv2.cvtColor: cvtColor runs on OpenCV's thread pool, and a pool that
+    # exists when a DataLoader forks its workers can deadlock them. PNG coding itself is single-threaded.
+    bgr = np.ascontiguousarray(frames.reshape(-1, frames.shape[2], 3)[..., ::-1])
+    ok, png = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION])
     if not ok:
         raise RuntimeError("PNG encoding failed")
     return png.tobytes()
@@ -200,7 +200,8 @@ def decode_frames(data: bytes, length: int, image_size: int, source: str | None,
             key,
             KEY_FRAMES,
         )
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB).reshape(length + 1, image_size, image_size, 3)
+    # BGR -> RGB by a numpy copy (see encode_frames for why not cv2.cvtColor).
+    return np.ascontiguousarray(image[..., ::-1]).reshape(length + 1, image_size, image_size, 3)
 
 
 def decode_episode(

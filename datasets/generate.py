@@ -131,9 +131,6 @@ def _worker_main(jobs: Any, results: Any, recipe_json: dict, root: str) -> None:
     """A worker process: take shard jobs until the ``None`` sentinel; report every episode and shard."""
     # Ctrl-C goes to the whole process group; only the parent handles it (it stops the workers).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    import cv2
-
-    cv2.setNumThreads(1)  # one core per worker: OpenCV's own thread pool would only oversubscribe
     recipe = recipe_from_dict(recipe_json)
     while (job := jobs.get()) is not None:
         try:

@@ -181,10 +181,6 @@ class StreamingMultiTaskDataset(torch.utils.data.IterableDataset):
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         info = torch.utils.data.get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        if info is not None:
-            import cv2
-
-            cv2.setNumThreads(1)  # a loader worker is one core; OpenCV's pool would compete with training
         rank, world = _rank_world()
         epoch = self.epoch
         self.epoch += 1

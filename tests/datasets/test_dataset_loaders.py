@@ -297,3 +297,27 @@ def test_lightning_cli_links_the_data_shapes_into_the_model(tiny_root, tmp_path)
     assert cli.trainer.global_step == 6
     (result,) = cli.trainer.validate(cli.model, cli.datamodule)
     assert np.isfinite(result["val/loss"])
+
+
+FORK_SCRIPT = """
+import sys, numpy as np, cv2, torch
+from robocds.datasets.streaming import StreamingMultiTaskDataset
+import time
+cv2.cvtColor(np.zeros((1500, 1500, 3), np.uint8), cv2.COLOR_RGB2BGR)  # OpenCV's thread pool now exists,
+time.sleep(1)  # and its threads are asleep on a condition variable that a forked child inherits half-held
+stream = StreamingMultiTaskDataset(sys.argv[1], batch_size=4, steps=3, shuffle_buffer=20)
+print(len(list(torch.utils.data.DataLoader(stream, batch_size=None, num_workers=1))))
+"""
+
+
+def test_forked_loader_workers_do_not_deadlock_on_opencv(tiny_root):
+    """Regression: OpenCV calls that touch its thread pool (cv2.setNumThreads, cvtColor on large images)
+    deadlock in a forked DataLoader worker once the parent has used the pool; the data path makes none."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", FORK_SCRIPT, str(tiny_root)], capture_output=True, timeout=120, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "3"
