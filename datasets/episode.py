@@ -44,7 +44,7 @@ ORACLE_STREAM = 1  # mixes into the oracle's seed so its noise is independent of
 class Episode:
     """Arrays of one episode (L steps, L+1 states); see ``robocds.datasets.schema`` for the layout."""
 
-    frames: np.ndarray  # uint8 [L+1, S, S, 3]
+    frames: np.ndarray  # uint8 [L+1, S, S, 3] RGB (after decoding: a view, not necessarily contiguous)
     proprio: np.ndarray  # float32 [L+1, P]
     actions: np.ndarray  # int64 [L]
     task_rewards: np.ndarray  # float32 [L, R]
@@ -200,8 +200,9 @@ def decode_frames(data: bytes, length: int, image_size: int, source: str | None,
             key,
             KEY_FRAMES,
         )
-    # BGR -> RGB by a numpy copy (see encode_frames for why not cv2.cvtColor).
-    return np.ascontiguousarray(image[..., ::-1]).reshape(length + 1, image_size, image_size, 3)
+    # BGR -> RGB as a view (see encode_frames for why not cv2.cvtColor): every consumer copies the
+    # frames once anyway (into CHW batches or the replay), and that copy does the flip for free.
+    return image[..., ::-1].reshape(length + 1, image_size, image_size, 3)
 
 
 def decode_episode(

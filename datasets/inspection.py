@@ -91,7 +91,8 @@ def contact_sheet(episodes: list[Episode], frames_per_row: int = 8, cell: int = 
     rows = []
     for episode in episodes:
         picks = np.unique(np.linspace(0, episode.length, frames_per_row).round().astype(int))
-        tiles = [cv2.resize(episode.frames[i], (cell, cell), interpolation=cv2.INTER_NEAREST) for i in picks]
+        frames = np.ascontiguousarray(episode.frames)  # OpenCV wants contiguous arrays
+        tiles = [cv2.resize(frames[i], (cell, cell), interpolation=cv2.INTER_NEAREST) for i in picks]
         tiles += [np.zeros((cell, cell, 3), np.uint8)] * (frames_per_row - len(tiles))
         outcome = "success" if episode.meta.success else "failure"
         text = f"{episode.meta.task}\nepisode {episode.meta.episode}\n{episode.length} steps, {outcome}"
@@ -108,7 +109,7 @@ def episode_video_frames(episodes: list[Episode], size: int = 256) -> list[np.nd
     """Every frame of every episode, upscaled to ``size`` and captioned with task, episode and step."""
     out = []
     for episode in episodes:
-        for t, frame in enumerate(episode.frames):
+        for t, frame in enumerate(np.ascontiguousarray(episode.frames)):
             big = cv2.resize(frame, (size, size), interpolation=cv2.INTER_NEAREST)
             caption = f"{episode.meta.task} #{episode.meta.episode} t={t}/{episode.length}"
             cv2.rectangle(big, (0, 0), (size, 16), (0, 0, 0), -1)
