@@ -112,7 +112,7 @@ class OfflineDataModule(pl.LightningDataModule):
             manifest order.
         val_fraction: fraction of every task's episodes held out for validation (the last ones,
             at least one); 0 validates on training episodes.
-        val_batches: number of fixed validation batches (0: no validation loader).
+        val_batches: number of fixed validation batches (0: no validation loader, no held-out episodes).
         val_batch_size: transitions per task per validation batch (default: ``batch_size``).
         shuffle_buffer: streaming shuffle buffer, in transitions per task.
         resampled: streaming: draw shards with replacement per worker (``True``, any worker count)
@@ -166,12 +166,13 @@ class OfflineDataModule(pl.LightningDataModule):
             except ValueError as err:
                 raise ValueError(f"tasks: {err}") from None
         self._task_names = names
-        self._splits = {
-            name: split_episodes(self.manifest.task(name).episodes, self.settings.val_fraction) for name in names
-        }
+        # No validation loader, nothing to hold out: every episode trains.
+        held_out = self.settings.val_fraction if self.settings.val_batches > 0 else 0.0
+        self._splits = {name: split_episodes(self.manifest.task(name).episodes, held_out) for name in names}
         self.train_replay: MultiTaskReplay | None = None
         self.val_replay: MultiTaskReplay | None = None
         self._train_loader: _EpochLoader | None = None
+        self._is_set_up = False
         self._first_epoch = 0
 
     # ------------------------------------------------------------------ what the model needs to know
@@ -213,10 +214,12 @@ class OfflineDataModule(pl.LightningDataModule):
         return torch.device(self.settings.device)
 
     def setup(self, stage: str | None = None) -> None:
-        if self.val_replay is not None:
+        if self._is_set_up:
             return  # setup runs once per stage; the data does not change between them
+        self._is_set_up = True
         s = self.settings
         device = self._device()
+        held_out = any(len(val_range) for _, val_range in self._splits.values())
         if s.loader == "memory":
             train_eps, val_eps = [], []
             for name in self._task_names:
@@ -227,10 +230,10 @@ class OfflineDataModule(pl.LightningDataModule):
             self.train_replay = replay_from_episodes(train_eps, self._task_names, self.manifest.reward_tasks).to(device)
             self.val_replay = (
                 replay_from_episodes(val_eps, self._task_names, self.manifest.reward_tasks).to(device)
-                if s.val_fraction > 0
+                if held_out
                 else self.train_replay
             )
-        else:
+        elif s.val_batches > 0:
             per_task = []
             for name in self._task_names:
                 train_range, val_range = self._splits[name]

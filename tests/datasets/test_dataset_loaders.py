@@ -321,3 +321,10 @@ def test_forked_loader_workers_do_not_deadlock_on_opencv(tiny_root):
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "3"
+
+
+def test_no_validation_means_no_held_out_episodes(tiny_root):
+    dm = OfflineDataModule(str(tiny_root), batch_size=4, val_batches=0, val_fraction=0.5)
+    dm.setup("fit")
+    assert dm.train_replay.num_transitions == sum(t.transitions for t in dm.manifest.tasks)
+    assert dm.val_dataloader() == []
