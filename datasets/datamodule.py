@@ -250,6 +250,16 @@ class OfflineDataModule(pl.LightningDataModule):
             dataset = ReplaySampler(self.train_replay, s.batch_size, s.steps_per_epoch, seed=s.seed, rank=rank)
             loader = _EpochLoader(dataset, batch_size=None, num_workers=0, first_epoch=self._first_epoch)
         else:
+            if not s.resampled:
+                # Checked here, in the main process: failing inside DataLoader workers is slow and obscure.
+                world = self.trainer.world_size if self.trainer is not None else 1
+                for name in self._task_names:
+                    shards = len(self.manifest.task(name).shards)
+                    if shards < world * max(1, s.num_workers):
+                        raise ValueError(
+                            f"resampled=False: task {name} has {shards} shard(s), fewer than {world} process(es) x "
+                            f"{max(1, s.num_workers)} worker(s); use resampled=True or fewer workers"
+                        )
             dataset = StreamingMultiTaskDataset(
                 s.root,
                 s.batch_size,

@@ -154,10 +154,10 @@ def test_streaming_with_dataloader_workers_and_holdout(tiny_root):
 
 
 def test_streaming_without_resampling_needs_enough_shards(tiny_root):
-    stream = StreamingMultiTaskDataset(str(tiny_root), batch_size=2, steps=2, resampled=False, shuffle_buffer=10)
-    loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=2)
+    dm = OfflineDataModule(str(tiny_root), batch_size=2, loader="streaming", resampled=False, num_workers=2)
+    dm.setup("fit")
     with pytest.raises(ValueError, match="place-cube-blue has 1 shard"):
-        list(loader)
+        dm.train_dataloader()
 
 
 def test_datamodule_reads_only_the_manifest_until_setup(tiny_root, tmp_path):
