@@ -9,13 +9,11 @@ Exit status 0 when the dataset verifies, 1 (with the shard, sample key and field
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
-import imageio.v2 as imageio
 import numpy as np
 
 from robocds.datasets.episode import Episode
@@ -25,6 +23,7 @@ from robocds.datasets.replay import load_task_episodes
 from robocds.datasets.schema import Manifest
 from robocds.datasets.storage import is_url, local_path
 from robocds.envs.actions import ACTION_NAMES
+from robocds.envs.media import label, upscale, write_png, write_video
 
 LABEL_WIDTH = 150  # pixels of task-name margin on the contact sheet
 
@@ -92,7 +91,7 @@ def contact_sheet(episodes: list[Episode], frames_per_row: int = 8, cell: int = 
     for episode in episodes:
         picks = np.unique(np.linspace(0, episode.length, frames_per_row).round().astype(int))
         frames = np.ascontiguousarray(episode.frames)  # OpenCV wants contiguous arrays
-        tiles = [cv2.resize(frames[i], (cell, cell), interpolation=cv2.INTER_NEAREST) for i in picks]
+        tiles = [upscale(frames[i], cell) for i in picks]
         tiles += [np.zeros((cell, cell, 3), np.uint8)] * (frames_per_row - len(tiles))
         outcome = "success" if episode.meta.success else "failure"
         text = f"{episode.meta.task}\nepisode {episode.meta.episode}\n{episode.length} steps, {outcome}"
@@ -110,27 +109,9 @@ def episode_video_frames(episodes: list[Episode], size: int = 256) -> list[np.nd
     out = []
     for episode in episodes:
         for t, frame in enumerate(np.ascontiguousarray(episode.frames)):
-            big = cv2.resize(frame, (size, size), interpolation=cv2.INTER_NEAREST)
             caption = f"{episode.meta.task} #{episode.meta.episode} t={t}/{episode.length}"
-            cv2.rectangle(big, (0, 0), (size, 16), (0, 0, 0), -1)
-            cv2.putText(big, caption, (3, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (255, 255, 255), 1, cv2.LINE_AA)
-            out.append(big)
+            out.append(label(upscale(frame, size), caption))
     return out
-
-
-def write_png(path: Path, image: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    if not cv2.imwrite(str(tmp), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
-        raise OSError(f"{path}: could not write PNG")
-    os.replace(tmp, path)
-
-
-def write_mp4(path: Path, frames: list[np.ndarray], fps: int = 8) -> None:
-    tmp = path.with_name(f".{path.stem}.tmp.mp4")
-    with imageio.get_writer(tmp, fps=fps, codec="libx264", macro_block_size=16, ffmpeg_log_level="error") as writer:
-        for frame in frames:
-            writer.append_data(frame)
-    os.replace(tmp, path)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -167,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     episodes = load_episodes(args.root, manifest, refs)
     write_png(out / "contact_sheet.png", contact_sheet(episodes, args.frames))
-    write_mp4(out / "episodes.mp4", episode_video_frames(episodes))
+    write_video(out / "episodes.mp4", episode_video_frames(episodes), fps=8)
     print(f"wrote {out / 'contact_sheet.png'} and {out / 'episodes.mp4'} ({len(episodes)} episodes)")
     return 0
 

@@ -85,8 +85,16 @@ class CQLConfig:
     target_update_period: int = 1  # update the target network every this many optimizer steps
     td_loss: TDLoss = "huber"  # elementwise TD loss: Huber (delta 1) or squared error
     augment_pad: int = 4  # DrQ random shift in pixels (replicate padding) during training; 0 turns it off
+    # Clamp TD targets to the returns the task can achieve: with reward 1 on the terminal success step and 0
+    # otherwise, Q* lies in [0, 1]; bootstrapping past that bound is pure over-estimation. None: no clamp.
+    target_bounds: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
+        if self.target_bounds is not None:
+            low, high = (float(v) for v in self.target_bounds)
+            if not low < high:
+                raise ValueError(f"target_bounds={self.target_bounds}: must be (low, high) with low < high")
+            self.target_bounds = (low, high)
         if not 0.0 <= self.gamma < 1.0:
             raise ValueError(f"gamma={self.gamma}: must be in [0, 1)")
         if self.alpha < 0.0:

@@ -128,6 +128,8 @@ class MultiTaskCQL(LightningModule):
             routing = router(data_action_values(q.detach(), batch[BATCH_ACTION]).min(dim=0).values)
             rewards, dones = relabel(batch[BATCH_REWARDS], batch[BATCH_SUCCESSES], routing.zero_shared_rewards)
             targets = td_targets(rewards, dones, next_values, cfg.gamma)
+            if cfg.target_bounds is not None:
+                targets = targets.clamp(*cfg.target_bounds)
         terms = cql_terms(q, batch[BATCH_ACTION], targets, routing.weights, cfg.alpha, cfg.td_loss)
         return terms, routing
 

@@ -161,3 +161,22 @@ def test_hparams_are_plain_and_the_model_rebuilds_from_them() -> None:
     assert isinstance(hp["encoder"], dict) and isinstance(hp["cql"], dict)
     rebuilt = MultiTaskCQL(**hp)
     assert rebuilt.encoder_config == model.encoder_config and rebuilt.cql_config == model.cql_config
+
+
+def test_target_bounds_clamp_the_td_targets_and_bad_bounds_are_named() -> None:
+    batch = make_batch(num_tasks=3, batch_size=5)
+    batch["successes"] = torch.zeros_like(batch["successes"])  # bootstrap everywhere
+    free = tiny_model(gamma=0.99, augment_pad=0)
+    with torch.no_grad():  # the target network's Q far above 1, as runaway over-estimation makes it
+        for layer in free.q_target.modules():
+            if isinstance(layer, torch.nn.Linear) and layer.out_features == 3 * 4:
+                layer.bias.fill_(50.0)
+    bounded = tiny_model(gamma=0.99, augment_pad=0, target_bounds=(0.0, 1.0))
+    bounded.load_state_dict(free.state_dict())
+    router = SharingRouter(SharingConfig(mode="none"))
+    free_target = free.compute_terms(batch, router)[0].target.item()
+    bounded_target = bounded.compute_terms(batch, router)[0].target.item()
+    assert free_target > 1.0
+    assert 0.0 <= bounded_target <= 1.0
+    with pytest.raises(ValueError, match=r"target_bounds=\(1.0, 0.0\)"):
+        CQLConfig(target_bounds=(1.0, 0.0))

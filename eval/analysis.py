@@ -1,0 +1,149 @@
+"""Why a method works or not: Q-values on own vs shared data, and how far the policy is from the data.
+
+    robocds-analyse --checkpoint runs/x/version_0/checkpoints/last.ckpt --data <dataset> --out <folder>
+
+On the dataset's held-out episodes (the validation split the run never trained on) it measures, with
+the conservative Q (min over heads) of a trained model:
+
+- ``q_matrix[i][j]``: mean Q_i(s, a) of target task i over transitions from task j's data (the
+  diagonal is Q on own data). CDS shares a transition when Q_i(s, a) is high, so a method that
+  keeps Q_i on other tasks' data low has little left to share.
+- ``agreement[i]``: the fraction of task i's own transitions where task i's greedy action equals
+  the data's action; ``data_nll[i]``: -log softmax(Q_i(s, .))[a_data], the policy's distance from
+  the data's actions in nats (log 8 = 2.08 is a uniform policy over the 8 actions).
+
+These are the paper's diagnostics for why sharing helps or hurts (Q on shared vs own data, distance
+of the learned policy from the behaviour data per task).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from robocds.eval.evaluate import write_text_atomic
+
+ANALYSIS_FILE = "analysis.json"
+
+
+@torch.no_grad()
+def analyse(module, batches) -> dict:
+    """Diagnostics of ``module`` (a MultiTaskCQL in eval mode) over training-format ``batches``."""
+    from robocds.batch import flatten_rows
+    from robocds.datasets.schema import BATCH_ACTION, BATCH_IMAGE, BATCH_PROPRIO
+
+    q_sum = nll_sum = agree_sum = None
+    count = 0
+    for batch in batches:
+        actions = batch[BATCH_ACTION].to(module.device)
+        t, b = actions.shape
+        q = module.q_values(flatten_rows(batch[BATCH_IMAGE]), flatten_rows(batch[BATCH_PROPRIO]))
+        q = q.view(t, b, t, -1)  # [T_src, B, T_tgt, A]
+        index = actions[:, :, None, None].expand(t, b, t, 1)
+        q_data = q.gather(-1, index).squeeze(-1)  # [T_src, B, T_tgt]
+        nll = -torch.log_softmax(q, dim=-1).gather(-1, index).squeeze(-1)
+        own = torch.arange(t, device=q.device)
+        agree = (q[own, :, own].argmax(-1) == actions).float()  # [T, B]: task i's greedy action on its own data
+        sums = (q_data.sum(1).T, nll[own, :, own].sum(1), agree.sum(1))
+        if q_sum is None:
+            q_sum, nll_sum, agree_sum = (s.double() for s in sums)
+        else:
+            q_sum, nll_sum, agree_sum = q_sum + sums[0], nll_sum + sums[1], agree_sum + sums[2]
+        count += b
+    if count == 0:
+        raise ValueError("analyse: no batches (the dataset has no held-out episodes?)")
+    return {
+        "tasks": list(module.task_names),
+        "transitions_per_task": count,
+        "q_matrix": (q_sum / count).tolist(),
+        "agreement": (agree_sum / count).tolist(),
+        "data_nll": (nll_sum / count).tolist(),
+    }
+
+
+def held_out_batches(data: str, batches: int, batch_size: int, seed: int = 0):
+    """Fixed batches of every task's held-out episodes (the same split training validates on)."""
+    from robocds.datasets.datamodule import OfflineDataModule
+
+    datamodule = OfflineDataModule(data, batch_size=batch_size, val_batches=batches, seed=seed, steps_per_epoch=1)
+    datamodule.setup("validate")
+    return datamodule.val_dataloader()
+
+
+def analyse_checkpoint(checkpoint: str | Path, data: str, batches: int = 8, batch_size: int = 64) -> dict:
+    from robocds.eval.policy import load_checkpoint_policy
+
+    module = load_checkpoint_policy(checkpoint, device="cpu").module
+    result = analyse(module, held_out_batches(data, batches, batch_size))
+    return {"checkpoint": str(checkpoint), **result}
+
+
+def summarize(results: list[dict]) -> dict:
+    """Mean over runs (seeds) of each diagnostic, per task; shared Q is the mean over the other tasks' data."""
+    tasks = results[0]["tasks"]
+    for result in results:
+        if result["tasks"] != tasks:
+            raise ValueError(f"{result['checkpoint']}: tasks {result['tasks']} differ from {tasks}")
+    q = np.mean([np.array(r["q_matrix"]) for r in results], axis=0)
+    off = ~np.eye(len(tasks), dtype=bool)
+    return {
+        "tasks": tasks,
+        "runs": len(results),
+        "q_own": np.diag(q).tolist(),
+        "q_shared": [float(q[i][off[i]].mean()) if off[i].any() else float("nan") for i in range(len(tasks))],
+        "agreement": np.mean([r["agreement"] for r in results], axis=0).tolist(),
+        "data_nll": np.mean([r["data_nll"] for r in results], axis=0).tolist(),
+    }
+
+
+def markdown(summaries: dict[str, dict]) -> str:
+    """One table per diagnostic, a column per method."""
+    methods = list(summaries)
+    tasks = summaries[methods[0]]["tasks"]
+    header = ["| task | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
+    lines = []
+    tables = (
+        ("Mean conservative Q on the task's own held-out data / on the other tasks' data", None),
+        ("Greedy action = data action, on the task's own held-out data", "agreement"),
+        ("Distance from the data's actions: -log softmax(Q)[a_data], nats (uniform: 2.08)", "data_nll"),
+    )
+    for title, key in tables:
+        lines += ["", f"{title}:", "", *header]
+        for i, task in enumerate(tasks):
+            if key is None:
+                cells = [f"{s['q_own'][i]:.2f} / {s['q_shared'][i]:.2f}" for s in summaries.values()]
+            elif key == "agreement":
+                cells = [f"{s[key][i]:.0%}" for s in summaries.values()]
+            else:
+                cells = [f"{s[key][i]:.2f}" for s in summaries.values()]
+            lines.append(f"| {task} | " + " | ".join(cells) + " |")
+    return "\n".join(lines).lstrip("\n") + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="robocds-analyse", description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", required=True, help="a MultiTaskCQL checkpoint (.ckpt)")
+    parser.add_argument("--data", required=True, help="the dataset folder it was trained on")
+    parser.add_argument("--out", required=True, help="output folder (writes analysis.json)")
+    parser.add_argument("--batches", type=int, default=8, help="held-out batches per task")
+    parser.add_argument("--batch-size", type=int, default=64, help="transitions per task per batch")
+    args = parser.parse_args(argv)
+    try:
+        result = analyse_checkpoint(args.checkpoint, args.data, args.batches, args.batch_size)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"robocds-analyse: {err}", file=sys.stderr)
+        return 1
+    out = Path(args.out)
+    write_text_atomic(out / ANALYSIS_FILE, json.dumps(result, indent=1) + "\n")
+    print(markdown({Path(args.checkpoint).stem: summarize([result])}))
+    print(f"outputs: {out / ANALYSIS_FILE}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
