@@ -1,10 +1,11 @@
-"""Evaluation throughput: episodes/s of an (untrained) network policy for several worker counts.
+"""Evaluation throughput: episodes/s of an (untrained) network policy for several layouts.
 
-Each configuration rolls out the same episodes (same evaluation seeds, fixed episode length), in one
-run, repeated and interleaved; medians and ratios to the in-process baseline are printed. The
-policy runs on the GPU when one is present (``--device``), else on the CPU.
+A layout is WORKERSxENVS: env worker processes (0: in-process) x concurrent episodes per worker
+(the policy acts on all of them in one batch). Each layout rolls out the same episodes (same
+evaluation seeds, fixed episode length), in one run, repeated and interleaved; medians and ratios to
+the first layout are printed. The policy runs on the GPU when one is present (``--device``).
 
-    python benchmarks/bench_eval.py --workers 0 1 2 --episodes 4 --repeats 3
+    python benchmarks/bench_eval.py --layouts 0x1 2x1 2x4 --episodes 4 --repeats 3
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from robocds.module import MultiTaskCQL
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--layouts", nargs="+", default=["0x1", "2x1", "2x4"], help="WORKERSxENVS")
     parser.add_argument("--episodes", type=int, default=4, help="episodes per task")
     parser.add_argument("--tasks", nargs="+", default=list(TASK_NAMES))
     parser.add_argument("--repeats", type=int, default=3)
@@ -36,24 +37,28 @@ def main() -> None:
     module = MultiTaskCQL(len(TASK_NAMES), 8, 64, 4, task_names=TASK_NAMES).to(args.device).eval()
     policy = ModulePolicy(module, "untrained")
     settings = EnvSettings(image_size=64, max_steps=args.max_steps)
-    times: dict[int, list[float]] = {w: [] for w in args.workers}
+    layouts = {name: tuple(int(v) for v in name.split("x")) for name in args.layouts}
+    times: dict[str, list[float]] = {name: [] for name in layouts}
     episodes = args.episodes * len(args.tasks)
     for _ in range(args.repeats):
-        for workers in args.workers:  # interleaved, so drift in machine load hits every configuration
+        for name, (workers, envs) in layouts.items():  # interleaved: drift in machine load hits every layout
             start = time.perf_counter()
-            records, _ = rollout(policy, args.tasks, args.episodes, workers, settings, progress=False)
-            times[workers].append(time.perf_counter() - start)
+            records, _ = rollout(
+                policy, args.tasks, args.episodes, workers, settings, progress=False, envs_per_worker=envs
+            )
+            times[name].append(time.perf_counter() - start)
             assert len(records) == episodes
-    base = statistics.median(times[args.workers[0]])
+    first = args.layouts[0]
+    base = statistics.median(times[first])
     print(
         f"device {args.device}, {episodes} episodes x {args.max_steps} steps per configuration, {args.repeats} repeats"
     )
-    for workers, seconds in times.items():
+    for name, seconds in times.items():
         median = statistics.median(seconds)
         print(
-            f"workers {workers}: median {median:6.2f} s  {episodes / median:6.2f} episodes/s  "
+            f"layout {name:>4} (workers x envs): median {median:6.2f} s  {episodes / median:6.2f} episodes/s  "
             f"{episodes * args.max_steps / median:7.1f} steps/s  "
-            f"speed-up vs workers {args.workers[0]}: {base / median:4.2f}x"
+            f"speed-up vs {first}: {base / median:4.2f}x"
         )
 
 

@@ -12,8 +12,16 @@ the conservative Q (min over heads) of a trained model:
   the data's action; ``data_nll[i]``: -log softmax(Q_i(s, .))[a_data], the policy's distance from
   the data's actions in nats (log 8 = 2.08 is a uniform policy over the 8 actions).
 
-These are the paper's diagnostics for why sharing helps or hurts (Q on shared vs own data, distance
-of the learned policy from the behaviour data per task).
+and, closed loop, on the states the policy itself visits (``episodes`` evaluation-seed episodes per
+task, played greedily):
+
+- ``oracle_agreement[i]``: the fraction of steps where the policy's action equals the noise-free
+  scripted oracle's action in that state, and ``confusions[i]``: the most frequent (policy, oracle)
+  action pairs where they differ. Low agreement here with high agreement on the data means the
+  policy drifts into states the data does not cover.
+
+The first are the paper's diagnostics for why sharing helps or hurts (Q on shared vs own data,
+distance of the learned policy from the behaviour data per task).
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +75,39 @@ def analyse(module, batches) -> dict:
     }
 
 
+@torch.no_grad()
+def on_policy_agreement(module, episodes: int = 4, max_steps: int = 40, base_seed: int = 0) -> dict:
+    """Closed-loop agreement of the greedy policy with the noise-free oracle, per task (see module doc)."""
+    from robocds.envs.actions import ACTION_NAMES
+    from robocds.envs.env import ManipulationEnv
+    from robocds.envs.seeds import eval_episode_seed
+    from robocds.envs.tasks import TASK_NAMES, ScriptedOracle, get_task
+
+    agreement, confusions = [], []
+    for index, task in enumerate(module.task_names):
+        env = ManipulationEnv(task, image_size=module.image_size, max_steps=max_steps)
+        oracle = ScriptedOracle(get_task(task))
+        same, steps, pairs = 0, 0, Counter()
+        try:
+            for episode in range(episodes):
+                obs, _ = env.reset(seed=eval_episode_seed(base_seed, TASK_NAMES.index(task), episode))
+                oracle.reset()
+                done = False
+                while not done:
+                    action = int(module.q_values(obs["image"][None], obs["proprio"][None])[0, index].argmax())
+                    expert = oracle.act(env)
+                    same, steps = same + (action == expert), steps + 1
+                    if action != expert:
+                        pairs[(ACTION_NAMES[action], ACTION_NAMES[expert])] += 1
+                    obs, _, terminated, truncated, _ = env.step(action)
+                    done = terminated or truncated
+        finally:
+            env.close()
+        agreement.append(same / steps)
+        confusions.append([[policy, expert, count / steps] for (policy, expert), count in pairs.most_common(3)])
+    return {"oracle_agreement": agreement, "confusions": confusions, "on_policy_episodes": episodes}
+
+
 def held_out_batches(data: str, batches: int, batch_size: int, seed: int = 0):
     """Fixed batches of every task's held-out episodes (the same split training validates on)."""
     from robocds.datasets.datamodule import OfflineDataModule
@@ -75,11 +117,15 @@ def held_out_batches(data: str, batches: int, batch_size: int, seed: int = 0):
     return datamodule.val_dataloader()
 
 
-def analyse_checkpoint(checkpoint: str | Path, data: str, batches: int = 8, batch_size: int = 64) -> dict:
+def analyse_checkpoint(
+    checkpoint: str | Path, data: str, batches: int = 8, batch_size: int = 64, episodes: int = 4
+) -> dict:
     from robocds.eval.policy import load_checkpoint_policy
 
     module = load_checkpoint_policy(checkpoint, device="cpu").module
     result = analyse(module, held_out_batches(data, batches, batch_size))
+    if episodes > 0:
+        result.update(on_policy_agreement(module, episodes))
     return {"checkpoint": str(checkpoint), **result}
 
 
@@ -98,6 +144,22 @@ def summarize(results: list[dict]) -> dict:
         "q_shared": [float(q[i][off[i]].mean()) if off[i].any() else float("nan") for i in range(len(tasks))],
         "agreement": np.mean([r["agreement"] for r in results], axis=0).tolist(),
         "data_nll": np.mean([r["data_nll"] for r in results], axis=0).tolist(),
+        **(_closed_loop(results, len(tasks)) if all("oracle_agreement" in r for r in results) else {}),
+    }
+
+
+def _closed_loop(results: list[dict], num_tasks: int) -> dict:
+    """Mean closed-loop agreement, and each task's most frequent disagreement pooled over runs."""
+    top = []
+    for i in range(num_tasks):
+        pooled: Counter = Counter()
+        for result in results:
+            for policy, expert, fraction in result["confusions"][i]:
+                pooled[f"{policy} for {expert}"] += fraction / len(results)
+        top.append(pooled.most_common(1)[0] if pooled else None)
+    return {
+        "oracle_agreement": np.mean([r["oracle_agreement"] for r in results], axis=0).tolist(),
+        "top_confusion": top,
     }
 
 
@@ -111,18 +173,31 @@ def markdown(summaries: dict[str, dict]) -> str:
         ("Mean conservative Q on the task's own held-out data / on the other tasks' data", None),
         ("Greedy action = data action, on the task's own held-out data", "agreement"),
         ("Distance from the data's actions: -log softmax(Q)[a_data], nats (uniform: 2.08)", "data_nll"),
+        (
+            "Closed loop: policy action = noise-free oracle action on the states the policy visits "
+            "(most frequent disagreement: share of steps)",
+            "oracle_agreement",
+        ),
     )
     for title, key in tables:
+        if key is not None and any(key not in s for s in summaries.values()):
+            continue
         lines += ["", f"{title}:", "", *header]
         for i, task in enumerate(tasks):
             if key is None:
                 cells = [f"{s['q_own'][i]:.2f} / {s['q_shared'][i]:.2f}" for s in summaries.values()]
             elif key == "agreement":
                 cells = [f"{s[key][i]:.0%}" for s in summaries.values()]
+            elif key == "oracle_agreement":
+                cells = [f"{s[key][i]:.0%}" + _confusion(s["top_confusion"][i]) for s in summaries.values()]
             else:
                 cells = [f"{s[key][i]:.2f}" for s in summaries.values()]
             lines.append(f"| {task} | " + " | ".join(cells) + " |")
     return "\n".join(lines).lstrip("\n") + "\n"
+
+
+def _confusion(top) -> str:
+    return f" ({top[0]}: {top[1]:.0%})" if top else ""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,9 +207,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="output folder (writes analysis.json)")
     parser.add_argument("--batches", type=int, default=8, help="held-out batches per task")
     parser.add_argument("--batch-size", type=int, default=64, help="transitions per task per batch")
+    parser.add_argument("--episodes", type=int, default=4, help="closed-loop episodes per task (0: none)")
     args = parser.parse_args(argv)
     try:
-        result = analyse_checkpoint(args.checkpoint, args.data, args.batches, args.batch_size)
+        result = analyse_checkpoint(args.checkpoint, args.data, args.batches, args.batch_size, args.episodes)
     except (FileNotFoundError, ValueError) as err:
         print(f"robocds-analyse: {err}", file=sys.stderr)
         return 1

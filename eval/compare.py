@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from robocds.envs.media import write_png
+from robocds.eval.analysis import ANALYSIS_FILE, summarize
+from robocds.eval.analysis import markdown as analysis_markdown
 from robocds.eval.evaluate import SUMMARY_FILE, write_text_atomic
 from robocds.eval.report import AVERAGE, markdown, report
 
@@ -87,7 +89,7 @@ def run_comparison(scale: Scale, out: Path, workers: int, extra_train_args: list
     data = out / "data"
     runs = out / "runs"
     evals = out / "eval"
-    stage = Stage(1 + 2 * len(scale.methods) * len(scale.seeds) + 2)
+    stage = Stage(1 + 3 * len(scale.methods) * len(scale.seeds) + 2)
     stage.run(
         f"generate the dataset (recipe {scale.recipe})",
         data / "manifest.json",
@@ -119,6 +121,12 @@ def run_comparison(scale: Scale, out: Path, workers: int, extra_train_args: list
                         "--videos", str(scale.videos)),
             )  # fmt: skip
             eval_dirs.append(eval_dir)
+            stage.run(
+                f"analyse {method}, seed {seed} (Q on own vs shared data, distance from the data's actions)",
+                out / "analysis" / name / ANALYSIS_FILE,
+                _python("robocds.eval.analysis", "--checkpoint", str(checkpoint), "--data", str(data), "--out",
+                        str(out / "analysis" / name)),
+            )  # fmt: skip
     task_names = list(data_success_rates(data))
     random_dir = evals / "random"
     stage.run(
@@ -131,6 +139,17 @@ def run_comparison(scale: Scale, out: Path, workers: int, extra_train_args: list
     stage.done += 1
     print(f"[{stage.done}/{stage.total}] report", flush=True)
     return write_report(out, eval_dirs + [random_dir], data, runs, scale)
+
+
+def method_analyses(out: Path, scale: Scale) -> dict[str, dict]:
+    """Per method, the diagnostics of ``robocds.eval.analysis`` averaged over its seeds' runs."""
+    summaries = {}
+    for method in scale.methods:
+        paths = [out / "analysis" / f"{method}-seed{seed}" / ANALYSIS_FILE for seed in scale.seeds]
+        results = [json.loads(path.read_text()) for path in paths if path.is_file()]
+        if results:
+            summaries[method] = summarize(results)
+    return summaries
 
 
 def data_success_rates(data: Path) -> dict[str, float]:
@@ -176,6 +195,10 @@ def write_report(out: Path, eval_dirs: list[Path], data: Path, runs: Path, scale
             title = "CDS: mean weight of source j's transitions routed into target i"
             write_png(report_dir / "cds_sharing_matrix.png", sharing_heatmap(matrix, comparison["tasks"], title))
             lines += ["", "CDS sharing matrix (last logged, mean over seeds): `cds_sharing_matrix.png`."]
+    analyses = method_analyses(out, scale)
+    if analyses:
+        lines += ["", "## Diagnostics (held-out episodes, mean over seeds)", "", analysis_markdown(analyses)]
+        write_text_atomic(report_dir / "analysis.json", json.dumps(analyses, indent=1) + "\n")
     text = "\n".join(lines) + "\n"
     write_text_atomic(report_dir / "README.md", text)
     print(text)

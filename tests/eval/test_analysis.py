@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from robocds.eval.analysis import analyse, main, markdown, summarize
+from robocds.eval.analysis import analyse, main, markdown, on_policy_agreement, summarize
 from robocds.module import MultiTaskCQL
 
 
@@ -47,3 +47,23 @@ def test_cli_names_a_missing_checkpoint(tmp_path, capsys):
     assert main(["--checkpoint", str(tmp_path / "nope.ckpt"), "--data", str(tmp_path), "--out", str(tmp_path)]) == 1
     assert "nope.ckpt" in capsys.readouterr().err
     assert not (tmp_path / "analysis.json").exists()
+
+
+def test_closed_loop_agreement_plays_real_episodes_and_names_the_disagreements():
+    torch.manual_seed(0)
+    model = MultiTaskCQL(num_tasks=1, num_actions=8, image_size=16, proprio_dim=4, task_names=["lift-cube"],
+                         encoder={"channels": (4,), "kernel_sizes": (3,), "strides": (2,), "feature_dim": 8},
+                         cql={"head_hidden": 8})  # fmt: skip
+    model.eval()
+    with torch.no_grad():  # always "open" (index 7): never what the oracle does when starting a lift
+        for layer in model.q.modules():
+            if isinstance(layer, torch.nn.Linear) and layer.out_features == 8:
+                layer.weight.zero_()
+                layer.bias.copy_(torch.tensor([0.0] * 7 + [5.0]))
+    result = on_policy_agreement(model, episodes=1, max_steps=6)
+    assert result["on_policy_episodes"] == 1
+    (agreement,) = result["oracle_agreement"]
+    (confusions,) = result["confusions"]
+    assert 0.0 <= agreement < 0.5
+    assert confusions and all(policy == "open" for policy, _, _ in confusions)
+    assert sum(fraction for _, _, fraction in confusions) <= 1.0 - agreement + 1e-9

@@ -1,0 +1,37 @@
+"""The comparison driver's bookkeeping: resumable stages and the per-method diagnostics."""
+
+import json
+import sys
+
+import pytest
+
+from robocds.eval.compare import SCALES, Stage, method_analyses
+
+
+def test_a_stage_whose_output_exists_is_skipped_and_a_missing_output_is_an_error(tmp_path, capsys):
+    stage = Stage(total=3)
+    done = tmp_path / "done"
+    done.write_text("x")
+    stage.run("first", done, [sys.executable, "-c", "raise SystemExit(1)"])  # would fail if it ran
+    assert "already done" in capsys.readouterr().out
+    marker = tmp_path / "marker"
+    stage.run("second", marker, [sys.executable, "-c", "pass"], marker=True)
+    assert marker.exists()
+    with pytest.raises(RuntimeError, match="third: finished but .*missing"):
+        stage.run("third", tmp_path / "never", [sys.executable, "-c", "pass"])
+
+
+def test_diagnostics_are_averaged_over_the_seeds_of_each_method(tmp_path):
+    scale = SCALES["quick"]
+    tasks = ["a", "b"]
+    for seed, value in zip(scale.seeds, (1.0,)):
+        for method in scale.methods[:2]:
+            folder = tmp_path / "analysis" / f"{method}-seed{seed}"
+            folder.mkdir(parents=True)
+            result = {"checkpoint": "x", "tasks": tasks, "q_matrix": [[value, 0.0], [2.0, value]],
+                      "agreement": [0.5, 1.0], "data_nll": [1.0, 2.0]}  # fmt: skip
+            (folder / "analysis.json").write_text(json.dumps(result))
+    summaries = method_analyses(tmp_path, scale)
+    assert list(summaries) == list(scale.methods[:2])  # a method without analyses is left out
+    assert summaries[scale.methods[0]]["q_own"] == [1.0, 1.0]
+    assert summaries[scale.methods[0]]["q_shared"] == [0.0, 2.0]
