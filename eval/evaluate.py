@@ -94,7 +94,7 @@ def rollout(
     records: list[EpisodeRecord] = []
     videos: dict[tuple[str, int], list[np.ndarray]] = {}
     with (
-        WorkerPool(workers, settings) as pool,
+        WorkerPool(workers, settings, envs_per_worker) as pool,
         tqdm(total=len(jobs), desc="evaluation", unit="ep", disable=not progress) as bar,
     ):
         running: dict[int, _Running] = {}
