@@ -99,3 +99,27 @@ def test_success_rate_callback_logs_every_task(tmp_path):
     step, metrics = _Trainer.loggers[0].logged[0]
     assert step == 10
     assert set(metrics) == {f"eval/success/{t}" for t in TASK_NAMES[:2]} | {"eval/success_average"}
+
+
+def test_concurrent_episodes_per_worker_give_the_same_records_as_one_at_a_time():
+    def play(envs_per_worker):
+        records, _ = rollout(OraclePolicy(TASK_NAMES), ["lift-cube"], 3, workers=0, settings=SMALL, progress=False,
+                             envs_per_worker=envs_per_worker)  # fmt: skip
+        return [(r.seed, r.success, r.length) for r in records]
+
+    assert play(1) == play(3)
+
+
+def test_rollout_gives_the_pool_its_envs_per_worker(monkeypatch):
+    import robocds.eval.evaluate as evaluate_module
+
+    seen = []
+
+    class RecordingPool(evaluate_module.WorkerPool):
+        def __init__(self, num_workers, settings, envs_per_worker=1):
+            seen.append(envs_per_worker)
+            super().__init__(num_workers, settings, envs_per_worker)
+
+    monkeypatch.setattr(evaluate_module, "WorkerPool", RecordingPool)
+    rollout(OraclePolicy(TASK_NAMES), ["lift-cube"], 1, workers=0, settings=SMALL, progress=False, envs_per_worker=3)
+    assert seen == [3]
