@@ -44,34 +44,30 @@ ANALYSIS_FILE = "analysis.json"
 def analyse(module, batches) -> dict:
     """Diagnostics of ``module`` (a MultiTaskCQL in eval mode) over training-format ``batches``."""
     from robocds.batch import flatten_rows
+    from robocds.cql import data_action_values
     from robocds.datasets.schema import BATCH_ACTION, BATCH_IMAGE, BATCH_PROPRIO
 
-    q_sum = nll_sum = agree_sum = None
+    q_sums, nll_sums, agree_sums = [], [], []
     count = 0
     for batch in batches:
         actions = batch[BATCH_ACTION].to(module.device)
         t, b = actions.shape
         q = module.q_values(flatten_rows(batch[BATCH_IMAGE]), flatten_rows(batch[BATCH_PROPRIO]))
         q = q.view(t, b, t, -1)  # [T_src, B, T_tgt, A]
-        index = actions[:, :, None, None].expand(t, b, t, 1)
-        q_data = q.gather(-1, index).squeeze(-1)  # [T_src, B, T_tgt]
-        nll = -torch.log_softmax(q, dim=-1).gather(-1, index).squeeze(-1)
         own = torch.arange(t, device=q.device)
-        agree = (q[own, :, own].argmax(-1) == actions).float()  # [T, B]: task i's greedy action on its own data
-        sums = (q_data.sum(1).T, nll[own, :, own].sum(1), agree.sum(1))
-        if q_sum is None:
-            q_sum, nll_sum, agree_sum = (s.double() for s in sums)
-        else:
-            q_sum, nll_sum, agree_sum = q_sum + sums[0], nll_sum + sums[1], agree_sum + sums[2]
+        q_sums.append(data_action_values(q, actions).sum(1).T.double())  # [T_tgt, T_src]
+        nll_sums.append(-data_action_values(torch.log_softmax(q, dim=-1), actions)[own, :, own].sum(1).double())
+        # Task i's greedy action on its own data vs the data's action.
+        agree_sums.append((q[own, :, own].argmax(-1) == actions).sum(1).double())
         count += b
     if count == 0:
         raise ValueError("analyse: no batches (the dataset has no held-out episodes?)")
     return {
         "tasks": list(module.task_names),
         "transitions_per_task": count,
-        "q_matrix": (q_sum / count).tolist(),
-        "agreement": (agree_sum / count).tolist(),
-        "data_nll": (nll_sum / count).tolist(),
+        "q_matrix": (sum(q_sums) / count).tolist(),
+        "agreement": (sum(agree_sums) / count).tolist(),
+        "data_nll": (sum(nll_sums) / count).tolist(),
     }
 
 
@@ -94,7 +90,7 @@ def on_policy_agreement(module, episodes: int = 4, max_steps: int = 40, base_see
                 oracle.reset()
                 done = False
                 while not done:
-                    action = int(module.q_values(obs["image"][None], obs["proprio"][None])[0, index].argmax())
+                    action = int(module.act(obs["image"], obs["proprio"])[0, index])
                     expert = oracle.act(env)
                     same, steps = same + (action == expert), steps + 1
                     if action != expert:
@@ -169,30 +165,24 @@ def markdown(summaries: dict[str, dict]) -> str:
     tasks = summaries[methods[0]]["tasks"]
     header = ["| task | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
     lines = []
-    tables = (
-        ("Mean conservative Q on the task's own held-out data / on the other tasks' data", None),
-        ("Greedy action = data action, on the task's own held-out data", "agreement"),
-        ("Distance from the data's actions: -log softmax(Q)[a_data], nats (uniform: 2.08)", "data_nll"),
-        (
-            "Closed loop: policy action = noise-free oracle action on the states the policy visits "
-            "(most frequent disagreement: share of steps)",
-            "oracle_agreement",
-        ),
-    )
-    for title, key in tables:
-        if key is not None and any(key not in s for s in summaries.values()):
+    percent = "{:.0%}".format
+    tables = (  # (title, the summary key it needs, the cell of task i in a summary)
+        ("Mean conservative Q on the task's own held-out data / on the other tasks' data", "q_own",
+         lambda s, i: f"{s['q_own'][i]:.2f} / {s['q_shared'][i]:.2f}"),
+        ("Greedy action = data action, on the task's own held-out data", "agreement",
+         lambda s, i: percent(s["agreement"][i])),
+        ("Distance from the data's actions: -log softmax(Q)[a_data], nats (uniform: 2.08)", "data_nll",
+         lambda s, i: f"{s['data_nll'][i]:.2f}"),
+        ("Closed loop: policy action = noise-free oracle action on the states the policy visits "
+         "(most frequent disagreement: share of steps)", "oracle_agreement",
+         lambda s, i: percent(s["oracle_agreement"][i]) + _confusion(s["top_confusion"][i])),
+    )  # fmt: skip
+    for title, key, cell in tables:
+        if any(key not in s for s in summaries.values()):
             continue
         lines += ["", f"{title}:", "", *header]
         for i, task in enumerate(tasks):
-            if key is None:
-                cells = [f"{s['q_own'][i]:.2f} / {s['q_shared'][i]:.2f}" for s in summaries.values()]
-            elif key == "agreement":
-                cells = [f"{s[key][i]:.0%}" for s in summaries.values()]
-            elif key == "oracle_agreement":
-                cells = [f"{s[key][i]:.0%}" + _confusion(s["top_confusion"][i]) for s in summaries.values()]
-            else:
-                cells = [f"{s[key][i]:.2f}" for s in summaries.values()]
-            lines.append(f"| {task} | " + " | ".join(cells) + " |")
+            lines.append(f"| {task} | " + " | ".join(cell(s, i) for s in summaries.values()) + " |")
     return "\n".join(lines).lstrip("\n") + "\n"
 
 
