@@ -104,11 +104,19 @@ def on_policy_agreement(module, episodes: int = 4, max_steps: int = 40, base_see
     return {"oracle_agreement": agreement, "confusions": confusions, "on_policy_episodes": episodes}
 
 
-def held_out_batches(data: str, batches: int, batch_size: int, seed: int = 0):
-    """Fixed batches of every task's held-out episodes (the same split training validates on)."""
+def held_out_batches(module, data: str, batches: int, batch_size: int, seed: int = 0):
+    """Fixed batches of the held-out episodes (the split training validates on) of ``module``'s tasks."""
     from robocds.datasets.datamodule import OfflineDataModule
 
-    datamodule = OfflineDataModule(data, batch_size=batch_size, val_batches=batches, seed=seed, steps_per_epoch=1)
+    datamodule = OfflineDataModule(
+        data, batch_size=batch_size, val_batches=batches, seed=seed, steps_per_epoch=1, tasks=module.task_names
+    )
+    for name in ("image_size", "proprio_dim", "num_actions"):
+        if getattr(datamodule, name) != getattr(module, name):
+            raise ValueError(
+                f"{data}: the dataset's {name}={getattr(datamodule, name)} but the checkpoint's is "
+                f"{getattr(module, name)}: analyse a checkpoint on the dataset it was trained on"
+            )
     datamodule.setup("validate")
     return datamodule.val_dataloader()
 
@@ -119,7 +127,7 @@ def analyse_checkpoint(
     from robocds.eval.policy import load_checkpoint_policy
 
     module = load_checkpoint_policy(checkpoint, device="cpu").module
-    result = analyse(module, held_out_batches(data, batches, batch_size))
+    result = analyse(module, held_out_batches(module, data, batches, batch_size))
     if episodes > 0:
         result.update(on_policy_agreement(module, episodes))
     return {"checkpoint": str(checkpoint), **result}

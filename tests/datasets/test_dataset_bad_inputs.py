@@ -224,3 +224,19 @@ def test_inspect_reports_the_problem_and_fails(dataset_copy, capsys):
     assert inspect_main([str(dataset_copy), "--no-progress", "--no-media"]) == 1
     err = capsys.readouterr().err
     assert "INVALID" in err and str(shard) in err and KEY in err and KEY_TASK_REWARDS in err
+
+
+def test_analysing_a_checkpoint_on_another_dataset_names_the_mismatch(tiny_root):
+    from types import SimpleNamespace
+
+    from robocds.datasets.manifest import read_manifest
+    from robocds.eval.analysis import held_out_batches
+
+    manifest = read_manifest(str(tiny_root))
+    model = SimpleNamespace(task_names=list(manifest.task_names), image_size=manifest.image_size + 16,
+                            proprio_dim=manifest.proprio_dim, num_actions=len(manifest.actions))  # fmt: skip
+    with pytest.raises(ValueError, match=rf"image_size={manifest.image_size} but the checkpoint's is "):
+        held_out_batches(model, str(tiny_root), batches=1, batch_size=4)
+    model.task_names = ["lift-moon"]
+    with pytest.raises(ValueError, match="lift-moon"):
+        held_out_batches(model, str(tiny_root), batches=1, batch_size=4)
