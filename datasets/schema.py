@@ -10,7 +10,7 @@ key                    dtype       shape               meaning
 =====================  ==========  ==================  ============================================
 ``BATCH_IMAGE``        uint8       [T, B, 3, H, W]     observation frame, row t drawn from task t's data
 ``BATCH_NEXT_IMAGE``   uint8       [T, B, 3, H, W]     next frame
-``BATCH_PROPRIO``      float32     [T, B, P]           grasp point xyz and fingertip gap
+``BATCH_PROPRIO``      float32     [T, B, P]           measured and commanded arm state (envs.env)
 ``BATCH_NEXT_PROPRIO`` float32     [T, B, P]           next proprio
 ``BATCH_ACTION``       int64       [T, B]              action taken
 ``BATCH_REWARDS``      float32     [T, B, T]           reward of *every* task k for the transition (last axis)
@@ -73,7 +73,7 @@ BATCH_KEYS = (
 )
 
 # Bump when the sample or manifest layout changes; readers refuse any other version.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: proprio gained the controller command (4 -> 8 values)
 
 # ----------------------------------------------------------------------------- episode samples
 

@@ -27,14 +27,19 @@ class SimulationDiverged(RuntimeError):
 
 
 HOME_GRASP_POINT_XY = (0.56, 0.0)  # every episode starts with the gripper open over the table centre
-PROPRIO_DIM = 4  # grasp point xyz (metres) and fingertip gap (metres)
+# Measured grasp point xyz and fingertip gap (metres), then the controller's commanded grasp point xyz and
+# gripper command (1 = close). The arm lags its target by up to a step, so the measured pose alone does not
+# tell where the arm is going: without the command the observation is not Markov (the policy cannot tell
+# "still descending" from "already rising") and a greedy policy oscillates.
+PROPRIO_DIM = 8
 
 
 class ManipulationEnv(gym.Env):
     """A KUKA arm over a table with three objects and two target zones, solving one named task.
 
-    Observation: ``{"image": uint8 [size, size, 3], "proprio": float32 [4]}`` where proprio is the
-    grasp point (midway between the fingertips) in world metres and the fingertip gap in metres.
+    Observation: ``{"image": uint8 [size, size, 3], "proprio": float32 [8]}`` where proprio is the
+    grasp point (midway between the fingertips) and the fingertip gap as measured, in world metres, then
+    the commanded grasp point and gripper command (1 = close) that the controller is driving towards.
     Action: ``Discrete(8)``, see ``robocds.envs.actions``. Reward: 1.0 on the step the task is
     solved (the episode then terminates), else 0.0. ``info`` holds every task's reward and success
     computed from the same simulator state, so a transition can be relabeled for any task.
@@ -117,7 +122,9 @@ class ManipulationEnv(gym.Env):
         self._check_finite(state)
         successes = np.array([task.success(state) for task in TASKS], dtype=bool)
         self._frame = self.camera.render()
-        proprio = np.array([*state.grasp_point, state.finger_gap], dtype=np.float32)
+        proprio = np.array(
+            [*state.grasp_point, state.finger_gap, *state.grasp_target, float(state.closing)], dtype=np.float32
+        )
         info = {
             INFO_TASK_REWARDS: successes.astype(np.float32),
             INFO_TASK_SUCCESSES: successes,

@@ -17,6 +17,7 @@ SharingMode = Literal["none", "all", "cds", "uds"]
 ThresholdRule = Literal["mean", "percentile"]
 TargetRule = Literal["min", "double"]
 TDLoss = Literal["huber", "mse"]
+Pooling = Literal["flatten", "spatial_softmax"]
 
 
 def from_dict(cls: type[_C], value: _C | dict[str, Any] | None) -> _C:
@@ -49,7 +50,11 @@ class EncoderConfig:
     channels: tuple[int, ...] = (32, 64, 64)  # output channels of each conv layer
     kernel_sizes: tuple[int, ...] = (8, 4, 3)  # kernel size of each conv layer
     strides: tuple[int, ...] = (4, 2, 1)  # stride of each conv layer
-    feature_dim: int = 256  # size of the image embedding (linear projection + LayerNorm of the conv map)
+    # How the last conv map becomes a vector: "flatten" (DQN: every cell, position-specific weights) or
+    # "spatial_softmax" (each channel's expected image coordinates: a keypoint per channel, the same read-out
+    # wherever the object is, so localisation generalises across scene layouts from few episodes).
+    pooling: Pooling = "flatten"
+    feature_dim: int = 256  # size of the image embedding (linear projection + LayerNorm of the pooled map)
     use_proprio: bool = True  # concatenate an embedding of the proprio vector to the image embedding
     proprio_features: int = 64  # size of the proprio embedding (ignored when use_proprio is false)
 
@@ -65,6 +70,8 @@ class EncoderConfig:
                 f"channels={self.channels}, kernel_sizes={self.kernel_sizes}, strides={self.strides}: "
                 "must have the same length (one entry per conv layer)"
             )
+        if self.pooling not in ("flatten", "spatial_softmax"):
+            raise ValueError(f"pooling={self.pooling!r}: must be 'flatten' or 'spatial_softmax'")
         if self.feature_dim < 1:
             raise ValueError(f"feature_dim={self.feature_dim}: must be >= 1")
         if self.proprio_features < 1:

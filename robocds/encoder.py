@@ -22,11 +22,30 @@ def to_unit_float(images: Tensor) -> Tensor:
     return images.float() - 0.5
 
 
+class SpatialSoftmax(nn.Module):
+    """[N, C, H, W] feature map -> [N, 2C]: per channel, the softmax-weighted mean (x, y) in [-1, 1].
+
+    Each channel becomes a keypoint (Levine et al. 2016); the temperature is learned.
+    """
+
+    def __init__(self, height: int, width: int) -> None:
+        super().__init__()
+        ys, xs = torch.meshgrid(torch.linspace(-1.0, 1.0, height), torch.linspace(-1.0, 1.0, width), indexing="ij")
+        self.register_buffer("grid", torch.stack([xs.reshape(-1), ys.reshape(-1)], dim=1), persistent=False)
+        self.log_temperature = nn.Parameter(torch.zeros(()))
+
+    def forward(self, features: Tensor) -> Tensor:
+        n, c = features.shape[:2]
+        attention = torch.softmax(features.reshape(n, c, -1) / self.log_temperature.exp(), dim=-1)  # [N, C, HW]
+        return (attention @ self.grid).reshape(n, 2 * c)
+
+
 class ConvEncoder(nn.Module):
     """Frames [N, 3, H, W] (uint8 or float in [0, 1]) and proprio [N, P] -> features [N, out_dim].
 
-    conv stack (ReLU) -> flatten -> Linear -> LayerNorm -> tanh (the DrQ/SAC-AE projection, which keeps
-    the embedding bounded), concatenated with ReLU(Linear(proprio)) when ``use_proprio``.
+    conv stack (ReLU) -> flatten or spatial softmax (``pooling``) -> Linear -> LayerNorm -> tanh (the
+    DrQ/SAC-AE projection, which keeps the embedding bounded), concatenated with ReLU(Linear(proprio))
+    when ``use_proprio``.
     """
 
     def __init__(self, config: EncoderConfig, image_size: int, proprio_dim: int, in_channels: int = 3) -> None:
@@ -42,10 +61,17 @@ class ConvEncoder(nn.Module):
         for out, k, s in zip(config.channels, config.kernel_sizes, config.strides):
             layers += [nn.Conv2d(channels, out, k, s), nn.ReLU(inplace=True)]
             channels = out
+        if config.pooling == "spatial_softmax":
+            # The softmax needs raw activations: a ReLU would flatten every negative cell to the same weight.
+            layers.pop()
+            pool: nn.Module = SpatialSoftmax(side, side)
+            pooled = 2 * channels
+        else:
+            pool, pooled = nn.Flatten(), channels * side * side
         self.convs = nn.Sequential(*layers)
         self.project = nn.Sequential(
-            nn.Flatten(),
-            nn.Linear(channels * side * side, config.feature_dim),
+            pool,
+            nn.Linear(pooled, config.feature_dim),
             nn.LayerNorm(config.feature_dim),
             nn.Tanh(),
         )

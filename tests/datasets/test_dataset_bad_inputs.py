@@ -25,6 +25,7 @@ from robocds.datasets.schema import (
     KEY_META,
     KEY_PROPRIO,
     KEY_TASK_REWARDS,
+    SCHEMA_VERSION,
 )
 from robocds.datasets.streaming import StreamingMultiTaskDataset
 
@@ -167,7 +168,7 @@ MANIFEST_DAMAGE = {
         "tasks[0].episodes",
         "the shards hold 4",
     ),
-    "schema version": (lambda m: m.update(schema_version=99), "manifest.json", "schema_version", "supports 1"),
+    "schema version": (lambda m: m.update(schema_version=99), "manifest.json", "schema_version", f"supports {SCHEMA_VERSION}"),
     "unknown task": (
         lambda m: m["tasks"][0].update(name="lift-sphere"),
         "manifest.json",

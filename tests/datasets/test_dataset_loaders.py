@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from robocds.envs.env import PROPRIO_DIM
 from robocds.datasets.datamodule import OfflineDataModule
 from robocds.datasets.manifest import read_manifest
 from robocds.datasets.replay import ReplaySampler, load_replay, load_task_episodes, split_episodes
@@ -33,8 +34,8 @@ def check_batch_format(batch: dict, num_tasks: int, batch_size: int, image_size:
     expected = {
         BATCH_IMAGE: (torch.uint8, (t, b, 3, s, s)),
         BATCH_NEXT_IMAGE: (torch.uint8, (t, b, 3, s, s)),
-        BATCH_PROPRIO: (torch.float32, (t, b, 4)),
-        BATCH_NEXT_PROPRIO: (torch.float32, (t, b, 4)),
+        BATCH_PROPRIO: (torch.float32, (t, b, PROPRIO_DIM)),
+        BATCH_NEXT_PROPRIO: (torch.float32, (t, b, PROPRIO_DIM)),
         BATCH_ACTION: (torch.int64, (t, b)),
         BATCH_REWARDS: (torch.float32, (t, b, t)),
         BATCH_SUCCESSES: (torch.float32, (t, b, t)),
@@ -167,7 +168,7 @@ def test_datamodule_reads_only_the_manifest_until_setup(tiny_root, tmp_path):
     dm = OfflineDataModule(str(root), batch_size=4, tasks=["lift-cylinder", "lift-cube"])
     assert dm.num_tasks == 2
     assert dm.task_names == ["lift-cylinder", "lift-cube"]
-    assert (dm.image_size, dm.proprio_dim, dm.num_actions) == (32, 4, 8)
+    assert (dm.image_size, dm.proprio_dim, dm.num_actions) == (32, PROPRIO_DIM, 8)
     assert dm.obs_shape == (3, 32, 32)
 
 

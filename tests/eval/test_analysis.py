@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from robocds.envs.env import PROPRIO_DIM
 from robocds.eval.analysis import analyse, main, markdown, on_policy_agreement, summarize
 from robocds.module import MultiTaskCQL
 
@@ -51,7 +52,7 @@ def test_cli_names_a_missing_checkpoint(tmp_path, capsys):
 
 def test_closed_loop_agreement_plays_real_episodes_and_names_the_disagreements():
     torch.manual_seed(0)
-    model = MultiTaskCQL(num_tasks=1, num_actions=8, image_size=16, proprio_dim=4, task_names=["lift-cube"],
+    model = MultiTaskCQL(num_tasks=1, num_actions=8, image_size=16, proprio_dim=PROPRIO_DIM, task_names=["lift-cube"],
                          encoder={"channels": (4,), "kernel_sizes": (3,), "strides": (2,), "feature_dim": 8},
                          cql={"head_hidden": 8})  # fmt: skip
     model.eval()

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from robocds.envs.env import ManipulationEnv
+from robocds.envs.env import PROPRIO_DIM, ManipulationEnv
 from robocds.envs.rollout import play_oracle_episode
 from robocds.envs.seeds import eval_episode_seed, is_eval_seed
 from robocds.envs.tasks import TASK_NAMES, ScriptedOracle, get_task
@@ -35,7 +35,7 @@ def test_random_network_runs_end_to_end_in_worker_processes_and_writes_every_out
     from robocds.module import MultiTaskCQL
 
     torch.manual_seed(0)
-    module = MultiTaskCQL(num_tasks=len(TASK_NAMES), num_actions=8, image_size=64, proprio_dim=4, task_names=TASK_NAMES)
+    module = MultiTaskCQL(num_tasks=len(TASK_NAMES), num_actions=8, image_size=64, proprio_dim=PROPRIO_DIM, task_names=TASK_NAMES)
     tasks = ["lift-cube", "place-cube-purple"]
     summary = evaluate(
         ModulePolicy(module, "untrained"), tmp_path, tasks, episodes=2, workers=2, settings=EnvSettings(64, 6),
@@ -81,7 +81,7 @@ def test_success_rate_callback_logs_every_task(tmp_path):
     from robocds.module import MultiTaskCQL
 
     torch.manual_seed(0)
-    module = MultiTaskCQL(num_tasks=2, num_actions=8, image_size=64, proprio_dim=4, task_names=TASK_NAMES[:2])
+    module = MultiTaskCQL(num_tasks=2, num_actions=8, image_size=64, proprio_dim=PROPRIO_DIM, task_names=TASK_NAMES[:2])
 
     class _Logger:
         logged: list = []

@@ -11,6 +11,7 @@ from synthetic_batches import TINY_ENCODER, make_batch
 from robocds.augment import random_shift, shift_images
 from robocds.config import CQLConfig, EncoderConfig, SharingConfig
 from robocds.cql import data_action_values
+from robocds.encoder import ConvEncoder, SpatialSoftmax
 from robocds.module import MultiTaskCQL, own_data_router
 from robocds.qnet import MultiTaskQNetwork, polyak_update
 from robocds.sharing import SharingRouter
@@ -52,6 +53,26 @@ def test_q_network_outputs_every_head_task_and_action() -> None:
     assert q.shape == (2, 5, 9, 8)
     no_proprio = MultiTaskQNetwork(EncoderConfig(use_proprio=False), 64, 4, 9, 8, num_heads=1)
     assert no_proprio(torch.zeros(2, 3, 64, 64, dtype=torch.uint8)).shape == (1, 2, 9, 8)
+
+
+def test_spatial_softmax_finds_a_hot_cell_and_follows_it() -> None:
+    pool = SpatialSoftmax(5, 7)
+    features = torch.full((1, 2, 5, 7), -30.0)
+    features[0, 0, 0, 6] = 30.0  # top right: x = 1, y = -1
+    features[0, 1, 2, 3] = 30.0  # centre: x = 0, y = 0
+    torch.testing.assert_close(pool(features), torch.tensor([[1.0, -1.0, 0.0, 0.0]]), atol=1e-4, rtol=0)
+    shifted = torch.roll(features, shifts=-3, dims=3)  # channel 1's cell moves to x = -1
+    assert pool(shifted)[0, 2].item() == pytest.approx(-1.0, abs=1e-4)
+
+
+def test_spatial_softmax_encoder_outputs_features_and_keeps_negative_activations() -> None:
+    config = EncoderConfig(channels=(8, 8), kernel_sizes=(5, 3), strides=(2, 1), pooling="spatial_softmax")
+    encoder = ConvEncoder(config, image_size=32, proprio_dim=4)
+    assert not isinstance(encoder.convs[-1], torch.nn.ReLU)
+    out = encoder(torch.randint(0, 255, (3, 3, 32, 32), dtype=torch.uint8), torch.rand(3, 4))
+    assert out.shape == (3, encoder.out_dim) and torch.isfinite(out).all()
+    with pytest.raises(ValueError, match="pooling='mean'"):
+        EncoderConfig(pooling="mean")
 
 
 def test_encoder_config_errors_name_the_field() -> None:
