@@ -168,7 +168,12 @@ MANIFEST_DAMAGE = {
         "tasks[0].episodes",
         "the shards hold 4",
     ),
-    "schema version": (lambda m: m.update(schema_version=99), "manifest.json", "schema_version", f"supports {SCHEMA_VERSION}"),
+    "schema version": (
+        lambda m: m.update(schema_version=99),
+        "manifest.json",
+        "schema_version",
+        f"supports {SCHEMA_VERSION}",
+    ),
     "unknown task": (
         lambda m: m["tasks"][0].update(name="lift-sphere"),
         "manifest.json",

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from robocds.envs.env import PROPRIO_DIM
 from robocds.datasets.datamodule import OfflineDataModule
 from robocds.datasets.manifest import read_manifest
 from robocds.datasets.replay import ReplaySampler, load_replay, load_task_episodes, split_episodes
@@ -24,6 +23,7 @@ from robocds.datasets.schema import (
     BATCH_SUCCESSES,
 )
 from robocds.datasets.streaming import StreamingMultiTaskDataset
+from robocds.envs.env import PROPRIO_DIM
 from robocds.envs.tasks import task_index
 
 

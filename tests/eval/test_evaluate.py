@@ -35,7 +35,9 @@ def test_random_network_runs_end_to_end_in_worker_processes_and_writes_every_out
     from robocds.module import MultiTaskCQL
 
     torch.manual_seed(0)
-    module = MultiTaskCQL(num_tasks=len(TASK_NAMES), num_actions=8, image_size=64, proprio_dim=PROPRIO_DIM, task_names=TASK_NAMES)
+    module = MultiTaskCQL(
+        num_tasks=len(TASK_NAMES), num_actions=8, image_size=64, proprio_dim=PROPRIO_DIM, task_names=TASK_NAMES
+    )
     tasks = ["lift-cube", "place-cube-purple"]
     summary = evaluate(
         ModulePolicy(module, "untrained"), tmp_path, tasks, episodes=2, workers=2, settings=EnvSettings(64, 6),
