@@ -9,7 +9,11 @@
 and ``data`` sections, the CLI has:
 
 - ``sharing``: the ``robocds.callbacks.DataSharing`` callback (mode none / all / cds / uds, thresholds);
-- ``checkpoint``: a ``ModelCheckpoint`` saving ``last.ckpt`` and ``best.ckpt`` (lowest ``val/td_loss``);
+- ``checkpoint``: a ``ModelCheckpoint`` saving ``best.ckpt`` (lowest ``val/td_loss``);
+- ``last_checkpoint``: a ``ModelCheckpoint`` saving ``last.ckpt``, the latest weights, every epoch and at the
+  end of training (what evaluation uses). It is a callback of its own because Lightning's ``save_last``
+  re-saves ``last.ckpt`` only when the monitored checkpoint is saved: once ``val/td_loss`` stopped
+  improving, ``last.ckpt`` silently stayed at that early step;
 - ``run_name`` / ``runs_dir``: where logs go when ``trainer.logger`` is not set: the TensorBoard events,
   the resolved ``config.yaml`` and ``checkpoints/`` land in ``<runs_dir>/<run_name>/version_N``, the CSV
   log in its ``csv/metrics.csv`` (``run_name`` defaults to the sharing mode).
@@ -38,8 +42,13 @@ CHECKPOINT_DEFAULTS = {
     "checkpoint.monitor": "val/td_loss",
     "checkpoint.mode": "min",
     "checkpoint.save_top_k": 1,
-    "checkpoint.save_last": True,
+    "checkpoint.save_last": False,
     "checkpoint.filename": "best",
+    # No monitor: the newest checkpoint is the one kept, under a fixed name, overwritten in place.
+    "last_checkpoint.monitor": None,
+    "last_checkpoint.save_top_k": 1,
+    "last_checkpoint.filename": "last",
+    "last_checkpoint.enable_version_counter": False,
 }
 
 
@@ -60,6 +69,7 @@ class RoboCDSCLI(LightningCLI):
         parser.add_argument("--runs_dir", type=str, default="runs", help="root folder of the default loggers")
         parser.add_lightning_class_args(DataSharing, "sharing")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(ModelCheckpoint, "last_checkpoint")
         parser.set_defaults(CHECKPOINT_DEFAULTS)
         for key in LINKED_FROM_DATA:
             parser.link_arguments(f"data.{key}", f"model.{key}", apply_on="instantiate")

@@ -153,3 +153,21 @@ def test_fit_on_a_generated_tiny_dataset_with_the_packaged_configs(tmp_path: Pat
     assert cli.trainer.global_step == 3
     assert cli.model.task_names == list(cli.datamodule.task_names) and cli.model.image_size == 32
     assert (tmp_path / "runs" / "cds" / "version_0" / "checkpoints" / "best.ckpt").is_file()
+
+
+def test_last_checkpoint_holds_the_final_weights_when_the_monitored_metric_stops_improving(
+    base_config: str, tmp_path: Path
+) -> None:
+    """last.ckpt must follow training, not the best checkpoint: Lightning's save_last alone re-saves it only
+    when the monitored checkpoint improves, which left evaluation on the first epoch's weights."""
+    # No Sharing routes the same weights at every step: the monitored "best" never improves after epoch 1.
+    extra = ["--trainer.max_steps=7", "--checkpoint.monitor=train/routed_weight", "--checkpoint.mode=min"]
+    cli = fit(base_config, ["--config", "no_sharing"], tmp_path / "runs", *extra)
+    checkpoints = tmp_path / "runs" / "none" / "version_0" / "checkpoints"
+    last = torch.load(checkpoints / "last.ckpt", weights_only=True, map_location="cpu")
+    best = torch.load(checkpoints / "best.ckpt", weights_only=True, map_location="cpu")
+    assert cli.trainer.global_step == 7
+    assert last["global_step"] == 7 and best["global_step"] == 3
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["best.ckpt", "last.ckpt"]
+    final = cli.model.q.state_dict()
+    assert all(torch.equal(last["state_dict"][f"q.{k}"], v) for k, v in final.items())
