@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import os
 import shutil
@@ -50,7 +51,7 @@ class Scale:
 
 SCALES = {
     # The README's quickstart: a few minutes on 2 CPU cores.
-    "quick": Scale("quickstart", ("scale_quick",), METHODS[:3], (0,), 10, 1, 10),
+    "quick": Scale("quickstart", ("scale_quick",), METHODS[:3], (0,), 20, 1, 20),
     # The benchmark at CPU scale: within 90 minutes on 2 cores.
     "cpu": Scale("benchmark_cpu", ("scale_cpu",), METHODS, (0, 1, 2), 50, 2, 50),
     # The benchmark at full scale, for one GPU.
@@ -206,6 +207,18 @@ def write_report(out: Path, eval_dirs: list[Path], data: Path, runs: Path, scale
     return comparison
 
 
+def with_overrides(
+    scale: Scale, recipe: str | None = None, methods: list[str] | None = None, seeds: list[int] | None = None
+) -> Scale:
+    """``scale`` with the recipe, methods or seeds given on the command line in place of its own."""
+    return dataclasses.replace(
+        scale,
+        recipe=recipe or scale.recipe,
+        methods=tuple(methods or scale.methods),
+        seeds=tuple(seeds or scale.seeds),
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Generate, train every method and seed, evaluate, and report.")
     parser.add_argument("--scale", choices=sorted(SCALES), default="quick")
@@ -213,12 +226,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="generation and evaluation workers")
     parser.add_argument("--methods", nargs="+", choices=METHODS, help="override the scale's methods")
     parser.add_argument("--seeds", nargs="+", type=int, help="override the scale's seeds")
+    parser.add_argument("--recipe", help="override the scale's dataset recipe (a packaged name or a recipe file)")
     parser.add_argument("train_args", nargs="*", help="extra arguments for `robocds fit`, after --")
     args = parser.parse_args(argv)
-    scale = SCALES[args.scale]
-    if args.methods or args.seeds:
-        scale = Scale(**{**scale.__dict__, "methods": tuple(args.methods or scale.methods),
-                         "seeds": tuple(args.seeds or scale.seeds)})  # fmt: skip
+    scale = with_overrides(SCALES[args.scale], recipe=args.recipe, methods=args.methods, seeds=args.seeds)
     out = Path(args.out or f"runs/compare-{args.scale}")
     start = time.perf_counter()
     run_comparison(scale, out, args.workers, args.train_args)

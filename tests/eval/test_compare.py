@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from robocds.eval.compare import SCALES, Stage, method_analyses
+from robocds.eval.compare import SCALES, Stage, method_analyses, with_overrides
 
 
 def test_a_stage_whose_output_exists_is_skipped_and_a_missing_output_is_an_error(tmp_path, capsys):
@@ -35,3 +35,11 @@ def test_diagnostics_are_averaged_over_the_seeds_of_each_method(tmp_path):
     assert list(summaries) == list(scale.methods[:2])  # a method without analyses is left out
     assert summaries[scale.methods[0]]["q_own"] == [1.0, 1.0]
     assert summaries[scale.methods[0]]["q_shared"] == [0.0, 2.0]
+
+
+def test_command_line_overrides_replace_only_what_they_name():
+    cpu = SCALES["cpu"]
+    assert with_overrides(cpu) == cpu
+    probe = with_overrides(cpu, recipe="benchmark_cpu_borrow", methods=["no_sharing", "cds"], seeds=[1])
+    assert (probe.recipe, probe.methods, probe.seeds) == ("benchmark_cpu_borrow", ("no_sharing", "cds"), (1,))
+    assert probe.train_configs == cpu.train_configs and probe.eval_episodes == cpu.eval_episodes
