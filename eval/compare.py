@@ -7,7 +7,8 @@ For each method (``no_sharing``, ``sharing_all``, ``cds``, ``cds_percentile``) a
 checkpoint on held-out evaluation seeds, then writes a report: per-task and average success with 95%
 intervals over seeds, the success of a random policy and of the data's own behaviour beside them, a
 grouped bar chart, and the CDS sharing matrix as a heatmap. Every stage is skipped when its output
-already exists, so an interrupted comparison resumes where it stopped. Each stage runs as its own
+already exists, so an interrupted comparison resumes where it stopped (a folder whose dataset came
+from another recipe is refused by name rather than reused). Each stage runs as its own
 process (the same console commands a user would type).
 """
 
@@ -90,6 +91,7 @@ def run_comparison(scale: Scale, out: Path, workers: int, extra_train_args: list
     data = out / "data"
     runs = out / "runs"
     evals = out / "eval"
+    check_existing_data(data, scale.recipe)
     stage = Stage(1 + 3 * len(scale.methods) * len(scale.seeds) + 2)
     stage.run(
         f"generate the dataset (recipe {scale.recipe})",
@@ -140,6 +142,21 @@ def run_comparison(scale: Scale, out: Path, workers: int, extra_train_args: list
     stage.done += 1
     print(f"[{stage.done}/{stage.total}] report", flush=True)
     return write_report(out, eval_dirs + [random_dir], data, runs, scale)
+
+
+def check_existing_data(data: Path, recipe: str) -> None:
+    """Refuse to resume on a dataset generated from another recipe (generation would be skipped as done)."""
+    manifest = data / "manifest.json"
+    if not manifest.is_file():
+        return
+    from robocds.datasets.recipe import load_recipe
+
+    wanted, found = load_recipe(recipe).name, json.loads(manifest.read_text()).get("name")
+    if found != wanted:
+        raise SystemExit(
+            f"robocds-compare: {manifest} holds dataset {found!r} but the recipe is {wanted!r}: "
+            "choose another --out, or the recipe that folder was made with"
+        )
 
 
 def method_analyses(out: Path, scale: Scale) -> dict[str, dict]:
@@ -232,7 +249,10 @@ def main(argv: list[str] | None = None) -> None:
     scale = with_overrides(SCALES[args.scale], recipe=args.recipe, methods=args.methods, seeds=args.seeds)
     out = Path(args.out or f"runs/compare-{args.scale}")
     start = time.perf_counter()
-    run_comparison(scale, out, args.workers, args.train_args)
+    try:
+        run_comparison(scale, out, args.workers, args.train_args)
+    except subprocess.CalledProcessError as err:  # the stage printed its own error above
+        raise SystemExit(f"robocds-compare: a stage failed (exit code {err.returncode}): {' '.join(err.cmd)}") from None
     print(f"wall time: {(time.perf_counter() - start) / 60:.1f} min")
 
 

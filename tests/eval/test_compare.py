@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from robocds.eval.compare import SCALES, Stage, method_analyses, with_overrides
+from robocds.eval.compare import SCALES, Stage, check_existing_data, method_analyses, with_overrides
 
 
 def test_a_stage_whose_output_exists_is_skipped_and_a_missing_output_is_an_error(tmp_path, capsys):
@@ -43,3 +43,11 @@ def test_command_line_overrides_replace_only_what_they_name():
     probe = with_overrides(cpu, recipe="benchmark_cpu_borrow", methods=["no_sharing", "cds"], seeds=[1])
     assert (probe.recipe, probe.methods, probe.seeds) == ("benchmark_cpu_borrow", ("no_sharing", "cds"), (1,))
     assert probe.train_configs == cpu.train_configs and probe.eval_episodes == cpu.eval_episodes
+
+
+def test_resuming_on_data_from_another_recipe_is_refused_by_name(tmp_path):
+    check_existing_data(tmp_path, "quickstart")  # no dataset yet: nothing to check
+    (tmp_path / "manifest.json").write_text(json.dumps({"name": "benchmark_cpu"}))
+    check_existing_data(tmp_path, "benchmark_cpu")
+    with pytest.raises(SystemExit, match=r"manifest.json holds dataset 'benchmark_cpu' but the recipe is 'quickstart'"):
+        check_existing_data(tmp_path, "quickstart")
