@@ -13,6 +13,21 @@ from robocds.config import SharingConfig, SharingMode, ThresholdRule
 from robocds.heatmap import sharing_heatmap
 from robocds.sharing import SharingRouter
 
+# The scalars this callback logs (readers such as robocds-compare look them up with these, never by pattern).
+SHARING_PREFIX = "sharing/"
+SHARED_FRACTION_KEY = f"{SHARING_PREFIX}shared_fraction"
+SHARING_IMAGE_TAG = f"{SHARING_PREFIX}matrix"
+
+
+def sharing_key(target: str, source: str) -> str:
+    """Scalar key of the mean weight of ``source``'s transitions routed into ``target``."""
+    return f"{SHARING_PREFIX}{target}/{source}"
+
+
+def threshold_key(task: str) -> str:
+    """Scalar key of ``task``'s CDS threshold."""
+    return f"{SHARING_PREFIX}threshold/{task}"
+
 
 class DataSharing(Callback):
     """Owns the routing of cross-task transitions and hands the module its weights at every batch.
@@ -80,19 +95,19 @@ class DataSharing(Callback):
     def _log(self, trainer: Trainer, pl_module: LightningModule, matrix: torch.Tensor, step: int, image: bool) -> None:
         names = list(getattr(pl_module, "task_names", None) or [f"task_{i}" for i in range(matrix.shape[0])])
         t = matrix.shape[0]
-        metrics = {f"sharing/{names[i]}/{names[j]}": float(matrix[i, j]) for i in range(t) for j in range(t)}
+        metrics = {sharing_key(names[i], names[j]): float(matrix[i, j]) for i in range(t) for j in range(t)}
         off_diagonal = matrix[~torch.eye(t, dtype=torch.bool)]
-        metrics["sharing/shared_fraction"] = float(off_diagonal.mean()) if off_diagonal.numel() else 0.0
+        metrics[SHARED_FRACTION_KEY] = float(off_diagonal.mean()) if off_diagonal.numel() else 0.0
         thresholds = self.router.last_thresholds
         if thresholds is not None:
-            metrics.update({f"sharing/threshold/{names[i]}": float(v) for i, v in enumerate(thresholds.cpu())})
+            metrics.update({threshold_key(names[i]): float(v) for i, v in enumerate(thresholds.cpu())})
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=step)
         if image:
             picture = sharing_heatmap(matrix.numpy(), names, title=f"{self.config.mode}: mean weight, step {step}")
             for logger in trainer.loggers:
                 if isinstance(logger, TensorBoardLogger):
-                    logger.experiment.add_image("sharing/matrix", picture, global_step=step, dataformats="HWC")
+                    logger.experiment.add_image(SHARING_IMAGE_TAG, picture, global_step=step, dataformats="HWC")
 
     def state_dict(self) -> dict[str, Any]:
         return self.router.state_dict()

@@ -35,6 +35,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from robocds.callbacks import DataSharing
 from robocds.module import MultiTaskCQL
+from robocds.train.layout import BEST_CHECKPOINT, CSV_FOLDER, LAST_CHECKPOINT
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 LINKED_FROM_DATA = ("num_tasks", "num_actions", "image_size", "proprio_dim", "task_names")
@@ -43,11 +44,11 @@ CHECKPOINT_DEFAULTS = {
     "checkpoint.mode": "min",
     "checkpoint.save_top_k": 1,
     "checkpoint.save_last": False,
-    "checkpoint.filename": "best",
+    "checkpoint.filename": BEST_CHECKPOINT,
     # No monitor: the newest checkpoint is the one kept, under a fixed name, overwritten in place.
     "last_checkpoint.monitor": None,
     "last_checkpoint.save_top_k": 1,
-    "last_checkpoint.filename": "last",
+    "last_checkpoint.filename": LAST_CHECKPOINT,
     "last_checkpoint.enable_version_counter": False,
 }
 
@@ -86,7 +87,7 @@ class RoboCDSCLI(LightningCLI):
         root = self._get(self.config, "runs_dir")
         tensorboard = TensorBoardLogger(root, name=name, default_hp_metric=False)
         # CSV in a sub-folder of the TensorBoard run, so one folder holds the whole run (config, checkpoints).
-        return [tensorboard, CSVLogger(tensorboard.log_dir, name="", version="csv")]
+        return [tensorboard, CSVLogger(tensorboard.log_dir, name="", version=CSV_FOLDER)]
 
 
 def resolve_config_args(argv: list[str]) -> list[str]:

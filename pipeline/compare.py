@@ -9,13 +9,14 @@ intervals over seeds, the success of a random policy and of the data's own behav
 grouped bar chart, and the CDS sharing matrix as a heatmap. Every stage is skipped when its output
 already exists, so an interrupted comparison resumes where it stopped (a folder whose dataset came
 from another recipe is refused by name rather than reused). Each stage runs as its own
-process (the same console commands a user would type).
+process (the same console commands a user would type); their outputs are read back through the
+typed readers of the packages that write them: the dataset's ``Manifest``, the training run's
+``RunLayout`` and the sharing callback's metric keys, the evaluation and analysis summaries.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import json
 import os
@@ -28,11 +29,16 @@ from pathlib import Path
 
 import numpy as np
 
+from robocds.callbacks import sharing_key
+from robocds.datasets.errors import DatasetError
+from robocds.datasets.manifest import read_manifest
+from robocds.datasets.schema import MANIFEST_FILE, Manifest
 from robocds.envs.media import write_png
 from robocds.eval.analysis import ANALYSIS_FILE, summarize
 from robocds.eval.analysis import markdown as analysis_markdown
 from robocds.eval.evaluate import SUMMARY_FILE, write_text_atomic
 from robocds.eval.report import AVERAGE, markdown, report
+from robocds.train.layout import RunLayout, last_logged
 
 METHODS = ("no_sharing", "sharing_all", "cds", "cds_percentile")
 
@@ -58,6 +64,45 @@ SCALES = {
     # The benchmark at full scale, for one GPU.
     "gpu": Scale("benchmark", ("gpu", "scale_gpu"), METHODS, (0, 1, 2), 50, 2, 50),
 }
+
+
+@dataclass(frozen=True)
+class ExperimentLayout:
+    """The folders of one comparison under ``out``."""
+
+    out: Path
+
+    @property
+    def data(self) -> Path:
+        return self.out / "data"
+
+    @property
+    def runs(self) -> Path:
+        return self.out / "runs"
+
+    @property
+    def report(self) -> Path:
+        return self.out / "report"
+
+    def run(self, name: str) -> RunLayout:
+        return RunLayout(self.runs, name)
+
+    def finished_marker(self, name: str) -> Path:
+        """Touched once ``robocds fit`` of run ``name`` has returned successfully."""
+        return self.run(name).folder / "finished"
+
+    def evaluation(self, name: str) -> Path:
+        return self.out / "eval" / name
+
+    def analysis(self, name: str) -> Path:
+        return self.out / "analysis" / name
+
+
+def run_name(method: str, seed: int) -> str:
+    return f"{method}-seed{seed}"
+
+
+RANDOM_RUN = "random"
 
 
 class Stage:
@@ -87,118 +132,120 @@ def _python(*args: str) -> list[str]:
 
 
 def run_comparison(scale: Scale, out: Path, workers: int, extra_train_args: list[str]) -> dict:
+    layout = ExperimentLayout(out)
     out.mkdir(parents=True, exist_ok=True)
-    data = out / "data"
-    runs = out / "runs"
-    evals = out / "eval"
+    data = layout.data
     check_existing_data(data, scale.recipe)
     stage = Stage(1 + 3 * len(scale.methods) * len(scale.seeds) + 2)
     stage.run(
         f"generate the dataset (recipe {scale.recipe})",
-        data / "manifest.json",
+        data / MANIFEST_FILE,
         _python("robocds.datasets.generate", scale.recipe, "--root", str(data), "--workers", str(workers)),
     )
+    manifest = read_dataset(data)
     eval_dirs = []
     for method in scale.methods:
         for seed in scale.seeds:
-            name = f"{method}-seed{seed}"
-            run_dir = runs / name / "version_0"
-            checkpoint = run_dir / "checkpoints" / "last.ckpt"
-            if run_dir.exists() and not (run_dir / "finished").exists():
-                shutil.rmtree(run_dir.parent)  # an interrupted run trains again from scratch
+            name = run_name(method, seed)
+            run = layout.run(name)
+            if run.folder.exists() and not layout.finished_marker(name).exists():
+                shutil.rmtree(run.folder.parent)  # an interrupted run trains again from scratch
             configs = [arg for config in scale.train_configs for arg in ("--config", config)]
             stage.run(
                 f"train {method}, seed {seed}",
-                run_dir / "finished",
+                layout.finished_marker(name),
                 _python("robocds.train", "fit", "--config", "base", "--config", method, *configs,
-                        "--data.root", str(data), "--seed_everything", str(seed), "--runs_dir", str(runs),
+                        "--data.root", str(data), "--seed_everything", str(seed), "--runs_dir", str(layout.runs),
                         "--run_name", name, *extra_train_args),
                 marker=True,
             )  # fmt: skip
-            eval_dir = evals / name
+            eval_dir = layout.evaluation(name)
             stage.run(
                 f"evaluate {method}, seed {seed} ({scale.eval_episodes} episodes per task)",
                 eval_dir / SUMMARY_FILE,
-                _python("robocds.eval", "--checkpoint", str(checkpoint), "--out", str(eval_dir), "--label", method,
-                        "--episodes", str(scale.eval_episodes), "--workers", str(workers), "--seed", "0",
+                _python("robocds.eval", "--checkpoint", str(run.last_checkpoint), "--out", str(eval_dir), "--label",
+                        method, "--episodes", str(scale.eval_episodes), "--workers", str(workers), "--seed", "0",
                         "--videos", str(scale.videos)),
             )  # fmt: skip
             eval_dirs.append(eval_dir)
             stage.run(
                 f"analyse {method}, seed {seed} (Q on own vs shared data, distance from the data's actions)",
-                out / "analysis" / name / ANALYSIS_FILE,
-                _python("robocds.eval.analysis", "--checkpoint", str(checkpoint), "--data", str(data), "--out",
-                        str(out / "analysis" / name)),
+                layout.analysis(name) / ANALYSIS_FILE,
+                _python("robocds.eval.analysis", "--checkpoint", str(run.last_checkpoint), "--data", str(data),
+                        "--out", str(layout.analysis(name))),
             )  # fmt: skip
-    task_names = list(data_success_rates(data))
-    random_dir = evals / "random"
+    random_dir = layout.evaluation(RANDOM_RUN)
     stage.run(
         "evaluate a random policy (reference)",
         random_dir / SUMMARY_FILE,
-        _python("robocds.eval", "--policy", "random", "--out", str(random_dir), "--label", "random", "--tasks",
-                *task_names, "--episodes", str(scale.random_episodes), "--workers", str(workers), "--videos", "0",
-                "--image-size", "32"),
+        _python("robocds.eval", "--policy", "random", "--out", str(random_dir), "--label", RANDOM_RUN, "--tasks",
+                *manifest.task_names, "--episodes", str(scale.random_episodes), "--workers", str(workers),
+                "--videos", "0", "--image-size", "32"),
     )  # fmt: skip
     stage.done += 1
     print(f"[{stage.done}/{stage.total}] report", flush=True)
-    return write_report(out, eval_dirs + [random_dir], data, runs, scale)
+    return write_report(layout, eval_dirs + [random_dir], manifest, scale)
+
+
+def read_dataset(data: Path) -> Manifest:
+    """The dataset's manifest; an unreadable one ends the comparison with one line naming the file and field."""
+    try:
+        return read_manifest(str(data))
+    except DatasetError as err:
+        raise SystemExit(f"robocds-compare: {err}") from None
 
 
 def check_existing_data(data: Path, recipe: str) -> None:
     """Refuse to resume on a dataset generated from another recipe (generation would be skipped as done)."""
-    manifest = data / "manifest.json"
-    if not manifest.is_file():
+    if not (data / MANIFEST_FILE).is_file():
         return
     from robocds.datasets.recipe import load_recipe
 
-    wanted, found = load_recipe(recipe).name, json.loads(manifest.read_text()).get("name")
+    wanted, found = load_recipe(recipe).name, read_dataset(data).name
     if found != wanted:
         raise SystemExit(
-            f"robocds-compare: {manifest} holds dataset {found!r} but the recipe is {wanted!r}: "
+            f"robocds-compare: {data / MANIFEST_FILE} holds dataset {found!r} but the recipe is {wanted!r}: "
             "choose another --out, or the recipe that folder was made with"
         )
 
 
-def method_analyses(out: Path, scale: Scale) -> dict[str, dict]:
+def method_analyses(layout: ExperimentLayout, scale: Scale) -> dict[str, dict]:
     """Per method, the diagnostics of ``robocds.eval.analysis`` averaged over its seeds' runs."""
     summaries = {}
     for method in scale.methods:
-        paths = [out / "analysis" / f"{method}-seed{seed}" / ANALYSIS_FILE for seed in scale.seeds]
+        paths = [layout.analysis(run_name(method, seed)) / ANALYSIS_FILE for seed in scale.seeds]
         results = [json.loads(path.read_text()) for path in paths if path.is_file()]
         if results:
             summaries[method] = summarize(results)
     return summaries
 
 
-def data_success_rates(data: Path) -> dict[str, float]:
+def data_success_rates(manifest: Manifest) -> dict[str, float]:
     """The data's own behaviour: each task's episode success rate in the dataset's manifest."""
-    manifest = json.loads((data / "manifest.json").read_text())
-    return {task["name"]: float(task["success_rate"]) for task in manifest["tasks"]}
+    return {task.name: task.success_rate for task in manifest.tasks}
 
 
-def sharing_matrix(runs: Path, method: str, seeds: tuple[int, ...], tasks: list[str]) -> np.ndarray | None:
-    """Mean over seeds of the last logged sharing matrix [target, source] of ``method``'s runs."""
+def logged_sharing_matrix(layout: ExperimentLayout, method: str, seeds: tuple[int, ...], tasks: list[str]):
+    """Mean over seeds of the last sharing matrix [target, source] that ``method``'s runs logged (None if none).
+
+    Read from each run's ``metrics.csv`` under the keys the ``DataSharing`` callback logs them with.
+    """
     matrices = []
     for seed in seeds:
-        path = runs / f"{method}-seed{seed}" / "version_0" / "csv" / "metrics.csv"
+        path = layout.run(run_name(method, seed)).metrics_csv
         if not path.is_file():
             continue
-        last: dict[str, float] = {}
-        with path.open() as handle:
-            for row in csv.DictReader(handle):
-                for key, value in row.items():
-                    if key.startswith("sharing/") and value not in ("", None):
-                        last[key] = float(value)
-        cells = [[last.get(f"sharing/{target}/{source}") for source in tasks] for target in tasks]
+        last = last_logged(path)
+        cells = [[last.get(sharing_key(target, source)) for source in tasks] for target in tasks]
         if all(v is not None for row in cells for v in row):
             matrices.append(np.array(cells, dtype=float))
     return np.mean(matrices, axis=0) if matrices else None
 
 
-def write_report(out: Path, eval_dirs: list[Path], data: Path, runs: Path, scale: Scale) -> dict:
-    report_dir = out / "report"
+def write_report(layout: ExperimentLayout, eval_dirs: list[Path], manifest: Manifest, scale: Scale) -> dict:
+    report_dir = layout.report
     comparison = report([str(d) for d in eval_dirs], report_dir)
-    behaviour = data_success_rates(data)
+    behaviour = data_success_rates(manifest)
     lines = ["# Comparison", "", markdown(comparison)]
     if behaviour:
         lines += ["", "Success of the data's own behaviour (the noisy oracles that collected it):", ""]
@@ -206,21 +253,21 @@ def write_report(out: Path, eval_dirs: list[Path], data: Path, runs: Path, scale
         lines += [f"| {task} | {rate:.1%} |" for task, rate in behaviour.items()]
         lines.append(f"| **{AVERAGE}** | {np.mean(list(behaviour.values())):.1%} |")
     if "cds" in scale.methods:
-        matrix = sharing_matrix(runs, "cds", scale.seeds, comparison["tasks"])
+        matrix = logged_sharing_matrix(layout, "cds", scale.seeds, comparison["tasks"])
         if matrix is not None:
             from robocds.heatmap import sharing_heatmap
 
             title = "CDS: mean weight of source j's transitions routed into target i"
             write_png(report_dir / "cds_sharing_matrix.png", sharing_heatmap(matrix, comparison["tasks"], title))
             lines += ["", "CDS sharing matrix (last logged, mean over seeds): `cds_sharing_matrix.png`."]
-    analyses = method_analyses(out, scale)
+    analyses = method_analyses(layout, scale)
     if analyses:
         lines += ["", "## Diagnostics (held-out episodes, mean over seeds)", "", analysis_markdown(analyses)]
         write_text_atomic(report_dir / "analysis.json", json.dumps(analyses, indent=1) + "\n")
     text = "\n".join(lines) + "\n"
     write_text_atomic(report_dir / "README.md", text)
     print(text)
-    print(f"outputs: {report_dir} (README.md, report.md, success.png, cds_sharing_matrix.png); runs: {runs}")
+    print(f"outputs: {report_dir} (README.md, report.md, success.png, cds_sharing_matrix.png); runs: {layout.runs}")
     return comparison
 
 

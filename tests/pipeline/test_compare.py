@@ -5,7 +5,17 @@ import sys
 
 import pytest
 
-from robocds.eval.compare import SCALES, Stage, check_existing_data, method_analyses, with_overrides
+from robocds.callbacks import sharing_key
+from robocds.pipeline.compare import (
+    SCALES,
+    ExperimentLayout,
+    Stage,
+    check_existing_data,
+    logged_sharing_matrix,
+    method_analyses,
+    run_name,
+    with_overrides,
+)
 
 
 def test_a_stage_whose_output_exists_is_skipped_and_a_missing_output_is_an_error(tmp_path, capsys):
@@ -26,12 +36,12 @@ def test_diagnostics_are_averaged_over_the_seeds_of_each_method(tmp_path):
     tasks = ["a", "b"]
     for seed, value in zip(scale.seeds, (1.0,)):
         for method in scale.methods[:2]:
-            folder = tmp_path / "analysis" / f"{method}-seed{seed}"
+            folder = ExperimentLayout(tmp_path).analysis(run_name(method, seed))
             folder.mkdir(parents=True)
             result = {"checkpoint": "x", "tasks": tasks, "q_matrix": [[value, 0.0], [2.0, value]],
                       "agreement": [0.5, 1.0], "data_nll": [1.0, 2.0]}  # fmt: skip
             (folder / "analysis.json").write_text(json.dumps(result))
-    summaries = method_analyses(tmp_path, scale)
+    summaries = method_analyses(ExperimentLayout(tmp_path), scale)
     assert list(summaries) == list(scale.methods[:2])  # a method without analyses is left out
     assert summaries[scale.methods[0]]["q_own"] == [1.0, 1.0]
     assert summaries[scale.methods[0]]["q_shared"] == [0.0, 2.0]
@@ -45,9 +55,28 @@ def test_command_line_overrides_replace_only_what_they_name():
     assert probe.train_configs == cpu.train_configs and probe.eval_episodes == cpu.eval_episodes
 
 
-def test_resuming_on_data_from_another_recipe_is_refused_by_name(tmp_path):
+def test_resuming_on_data_from_another_recipe_is_refused_by_name(tmp_path, tiny_root):
     check_existing_data(tmp_path, "quickstart")  # no dataset yet: nothing to check
-    (tmp_path / "manifest.json").write_text(json.dumps({"name": "benchmark_cpu"}))
-    check_existing_data(tmp_path, "benchmark_cpu")
-    with pytest.raises(SystemExit, match=r"manifest.json holds dataset 'benchmark_cpu' but the recipe is 'quickstart'"):
-        check_existing_data(tmp_path, "quickstart")
+    check_existing_data(tiny_root, "tiny")
+    with pytest.raises(SystemExit, match=r"manifest.json holds dataset 'tiny' but the recipe is 'quickstart'"):
+        check_existing_data(tiny_root, "quickstart")
+
+
+def test_an_unreadable_manifest_ends_the_comparison_naming_file_and_field(dataset_copy):
+    manifest = dataset_copy / "manifest.json"
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "name": 7}))
+    with pytest.raises(SystemExit, match=r"manifest.json.*name.*expected str, got 7"):
+        check_existing_data(dataset_copy, "tiny")
+
+
+def test_the_sharing_matrix_is_read_by_the_callback_keys_and_averaged_over_seeds(tmp_path):
+    layout, tasks = ExperimentLayout(tmp_path), ["a", "b"]
+    for seed, scale in ((0, 1.0), (1, 0.5)):
+        path = layout.run(run_name("cds", seed)).metrics_csv
+        path.parent.mkdir(parents=True)
+        keys = [sharing_key(i, j) for i in tasks for j in tasks]
+        rows = [",".join(["step", "train/loss", *keys]), "0,1.0" + ",0.9" * 4, "50,0.5,,,,", "99,0.2" + ",0.4" * 4]
+        (path).write_text("\n".join(rows).replace("0.4", str(0.4 * scale)) + "\n")
+    matrix = logged_sharing_matrix(layout, "cds", (0, 1, 2), tasks)  # seed 2 never ran: left out
+    assert matrix.shape == (2, 2) and matrix == pytest.approx(0.3)  # the last logged row, mean of 0.4 and 0.2
+    assert logged_sharing_matrix(layout, "cds", (0,), ["a", "c"]) is None  # a task it never logged

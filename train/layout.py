@@ -1,0 +1,75 @@
+"""Where a training run writes its files, and reading them back (no Lightning import: readers stay light).
+
+A run launched by ``robocds fit`` with the default loggers lives in ``<runs_dir>/<run_name>/version_N``:
+
+===============================  ===========================================================
+path (relative to the run)       what
+===============================  ===========================================================
+``config.yaml``                  the resolved configuration (LightningCLI's config callback)
+``checkpoints/last.ckpt``        the latest weights, saved every epoch and at the end
+``checkpoints/best.ckpt``        the weights with the lowest ``val/td_loss``
+``csv/metrics.csv``              every logged scalar, one row per logging step (CSVLogger)
+``events.out.tfevents.*``        the TensorBoard log
+===============================  ===========================================================
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+CSV_FOLDER = "csv"  # the CSVLogger's version folder inside the TensorBoard run
+METRICS_FILE = "metrics.csv"
+CHECKPOINT_FOLDER = "checkpoints"
+LAST_CHECKPOINT = "last"  # file stem of the latest-weights checkpoint
+BEST_CHECKPOINT = "best"  # file stem of the best-validation checkpoint
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """The files of one training run, ``<runs_dir>/<run_name>/version_<version>``."""
+
+    runs_dir: Path
+    run_name: str
+    version: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.run_name or "/" in self.run_name:
+            raise ValueError(f"run_name={self.run_name!r}: must be a non-empty folder name")
+        if self.version < 0:
+            raise ValueError(f"version={self.version}: must be >= 0")
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.runs_dir) / self.run_name / f"version_{self.version}"
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.folder / CHECKPOINT_FOLDER / f"{LAST_CHECKPOINT}.ckpt"
+
+    @property
+    def best_checkpoint(self) -> Path:
+        return self.folder / CHECKPOINT_FOLDER / f"{BEST_CHECKPOINT}.ckpt"
+
+    @property
+    def metrics_csv(self) -> Path:
+        return self.folder / CSV_FOLDER / METRICS_FILE
+
+
+def last_logged(metrics_csv: Path, prefix: str = "") -> dict[str, float]:
+    """The last value logged under every column starting with ``prefix`` in a CSVLogger ``metrics.csv``.
+
+    Rows of a CSVLogger file hold only the metrics logged at that step (the other cells are empty), so the
+    last value of a metric is in the last row where its cell is filled.
+    """
+    last: dict[str, float] = {}
+    with Path(metrics_csv).open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            for key, value in row.items():
+                if key is not None and key.startswith(prefix) and value not in ("", None):
+                    try:
+                        last[key] = float(value)
+                    except ValueError:
+                        raise ValueError(f"{metrics_csv}: column {key!r} holds {value!r}, not a number") from None
+    return last
