@@ -1,0 +1,97 @@
+"""rliable aggregates on inputs whose answers are known by hand."""
+
+import numpy as np
+import pytest
+
+from robocds.eval.aggregate import (
+    PROFILE_TAUS,
+    improvement_probabilities,
+    interval_estimates,
+    interval_plot,
+    performance_profiles,
+    probability_plot,
+    profile_plot,
+)
+
+# 4 runs x 4 tasks holding 1/16 .. 16/16: the IQM drops the 4 lowest and 4 highest values.
+RAMP = np.arange(1, 17, dtype=float).reshape(4, 4) / 16
+
+
+def test_iqm_and_mean_match_hand_computation():
+    est = interval_estimates({"ramp": RAMP}, reps=200)["ramp"]
+    assert est["IQM"].point == pytest.approx(np.mean(np.arange(5, 13)) / 16)
+    assert est["mean"].point == pytest.approx(8.5 / 16)
+    for e in est.values():
+        assert e.low <= e.point <= e.high
+
+
+def test_identical_runs_have_zero_width_intervals():
+    flat = np.tile([[0.2, 0.4, 0.6]], (5, 1))
+    est = interval_estimates({"flat": flat}, reps=200)["flat"]["mean"]
+    assert (est.low, est.point, est.high) == pytest.approx((0.4, 0.4, 0.4))
+
+
+def test_bootstrap_is_reproducible_by_seed_and_varies_with_it():
+    rng = np.random.default_rng(0)
+    scores = {"a": rng.uniform(size=(5, 3))}
+    assert interval_estimates(scores, seed=1, reps=300) == interval_estimates(scores, seed=1, reps=300)
+    assert interval_estimates(scores, seed=1, reps=300) != interval_estimates(scores, seed=2, reps=300)
+
+
+def test_probability_of_improvement_extremes():
+    low, high = np.full((5, 3), 0.2), np.full((4, 3), 0.8)  # different run counts are allowed
+    probs = improvement_probabilities(
+        {"low": low, "high": high}, [("high", "low"), ("low", "high"), ("low", "low")], reps=200
+    )
+    assert probs[("high", "low")].point == pytest.approx(1.0)
+    assert probs[("low", "high")].point == pytest.approx(0.0)
+    assert probs[("low", "low")].point == pytest.approx(0.5)
+
+
+def test_probability_of_improvement_counts_pairs_of_runs():
+    # Task 0: x beats y in 3 of 4 run pairs; task 1: ties everywhere (counted as 0.5 by equality).
+    x = np.array([[0.5, 0.3], [0.9, 0.3]])
+    y = np.array([[0.4, 0.3], [0.6, 0.3]])
+    assert improvement_probabilities({"x": x, "y": y}, [("x", "y")], reps=100)[("x", "y")].point == pytest.approx(
+        (3 / 4 + 0.5) / 2
+    )
+
+
+def test_performance_profile_is_the_fraction_above_tau():
+    profiles, intervals = performance_profiles({"ramp": RAMP}, reps=100)
+    expected = [(RAMP > tau).mean() for tau in PROFILE_TAUS]
+    assert np.allclose(profiles["ramp"], expected)
+    assert intervals["ramp"].shape == (2, len(PROFILE_TAUS))
+
+
+@pytest.mark.parametrize(
+    "scores, message",
+    [
+        ({}, "no methods"),
+        ({"a": np.zeros(3)}, "expected \\[runs >= 1, tasks >= 1\\]"),
+        ({"a": np.full((2, 2), 1.5)}, "in \\[0, 1\\]"),
+        ({"a": np.full((2, 2), np.nan)}, "finite"),
+        ({"a": np.zeros((2, 2)), "b": np.zeros((2, 3))}, "has 3 tasks"),
+    ],
+)
+def test_bad_scores_are_refused_by_name(scores, message):
+    with pytest.raises(ValueError, match=message):
+        interval_estimates(scores, reps=10)
+
+
+def test_unknown_method_in_a_pair_is_named():
+    with pytest.raises(ValueError, match="no scores for \\['cds'\\]"):
+        improvement_probabilities({"a": RAMP}, [("cds", "a")], reps=10)
+
+
+def test_plots_are_written(tmp_path):
+    scores = {"a": RAMP, "b": RAMP[::-1] * 0.5}
+    est = interval_estimates(scores, reps=100)
+    probs = improvement_probabilities(scores, [("a", "b")], reps=100)
+    profiles, bands = performance_profiles(scores, reps=100)
+    for path in (
+        interval_plot(est, tmp_path / "intervals.png", title="all tasks"),
+        probability_plot(probs, tmp_path / "improvement.png"),
+        profile_plot(profiles, bands, tmp_path / "profiles.png"),
+    ):
+        assert path.is_file() and path.stat().st_size > 1000
