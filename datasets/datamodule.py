@@ -14,6 +14,7 @@ so a "best" checkpoint can monitor a validation metric.
 
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -79,6 +80,15 @@ class DataSettings:
                 raise ValueError(f"device={self.device!r}: expected 'cpu', 'cuda', 'cuda:N' or 'auto'") from None
 
 
+def run_seed() -> int:
+    """The seed ``seed_everything`` set in this process (Lightning records it in ``PL_GLOBAL_SEED``), else 0."""
+    value = os.environ.get("PL_GLOBAL_SEED", "0")
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"PL_GLOBAL_SEED={value!r}: expected an integer seed") from None
+
+
 class _EpochLoader(torch.utils.data.DataLoader):
     """A DataLoader that tells its dataset which epoch starts (a fresh sample stream per epoch, resumable)."""
 
@@ -105,7 +115,9 @@ class OfflineDataModule(pl.LightningDataModule):
             or ``"auto"`` (the Trainer's device). Streaming batches are always built on the CPU.
         num_workers: DataLoader worker processes for ``"streaming"``; the in-memory sampler runs in
             the training process (sampling is a few index ops) and ignores it.
-        seed: seeds sampling (per epoch) and the fixed validation batches.
+        seed: seeds sampling (per epoch) and the fixed validation batches. None (the default): the run's
+            seed, as given to ``seed_everything`` (the CLI's ``--seed_everything``), so every training
+            seed draws its own batch stream; 0 when no seed was set.
         steps_per_epoch: training batches per epoch (the sampler is infinite; this sets how often
             validation and checkpointing happen).
         tasks: the tasks to train on, in batch-row order; None: every task of the dataset in
@@ -127,7 +139,7 @@ class OfflineDataModule(pl.LightningDataModule):
         loader: str = "memory",
         device: str = "cpu",
         num_workers: int = 0,
-        seed: int = 0,
+        seed: int | None = None,
         steps_per_epoch: int = 1000,
         tasks: list[str] | None = None,
         val_fraction: float = 0.1,
@@ -145,7 +157,7 @@ class OfflineDataModule(pl.LightningDataModule):
             loader=loader,
             device=device,
             num_workers=num_workers,
-            seed=seed,
+            seed=run_seed() if seed is None else seed,
             steps_per_epoch=steps_per_epoch,
             val_fraction=float(val_fraction),
             val_batches=val_batches,
@@ -154,6 +166,7 @@ class OfflineDataModule(pl.LightningDataModule):
             resampled=resampled,
             verify=verify,
         )
+        self.hparams["seed"] = self.settings.seed  # the seed actually used, in checkpoints and hparams.yaml
         self.manifest: Manifest = read_manifest(self.settings.root)
         if tasks is not None and len(tasks) == 0:
             raise ValueError("tasks=[]: select at least one task, or None for all")

@@ -218,6 +218,21 @@ def test_datamodule_state_resumes_the_sample_stream(tiny_root):
     assert torch.equal(again[0][BATCH_IMAGE], second_epoch[0][BATCH_IMAGE])
 
 
+@pytest.mark.parametrize("loader", ["memory", "streaming"])
+def test_each_run_seed_draws_its_own_batch_stream(tiny_root, monkeypatch, loader):
+    """data.seed defaults to the run's seed_everything: different training seeds see different data."""
+
+    def first_images(run_seed: int, **kwargs) -> torch.Tensor:
+        monkeypatch.setenv("PL_GLOBAL_SEED", str(run_seed))  # what seed_everything(run_seed) records
+        dm = OfflineDataModule(str(tiny_root), batch_size=4, steps_per_epoch=1, loader=loader, **kwargs)
+        dm.setup("fit")
+        return next(iter(dm.train_dataloader()))[BATCH_IMAGE]
+
+    assert torch.equal(first_images(1), first_images(1))
+    assert not torch.equal(first_images(1), first_images(2))
+    assert torch.equal(first_images(1, seed=7), first_images(2, seed=7))  # an explicit data.seed wins
+
+
 def test_datamodule_settings_are_checked(tiny_root):
     for kwargs, words in [
         ({"loader": "disk"}, "loader='disk'"),
