@@ -113,10 +113,10 @@ def generate_shard(
 ) -> dict[str, Any]:
     """Record, encode and atomically write one shard; returns its relative path and size."""
     env = _env_for(recipe, job.task)
-    noise = recipe.task(job.task).noise
+    task = recipe.task(job.task)
     episodes, samples = [], []
     for index in range(job.first_episode, job.first_episode + job.episodes):
-        episode = record_episode(env, noise, recipe.base_seed, index)
+        episode = record_episode(env, task.noise_of(index), recipe.base_seed, index)
         samples.append(encode_episode(episode))
         episode.frames = episode.frames[:0]  # the summary needs no frames: free them early
         episodes.append(episode)

@@ -19,6 +19,7 @@ import numpy as np
 from robocds.datasets.episode import Episode
 from robocds.datasets.errors import DatasetError
 from robocds.datasets.manifest import TaskStats, read_manifest, verify_dataset
+from robocds.datasets.recipe import recipe_from_dict
 from robocds.datasets.replay import load_task_episodes
 from robocds.datasets.schema import Manifest
 from robocds.datasets.storage import is_url, local_path
@@ -45,6 +46,7 @@ def format_stats(manifest: Manifest, stats: dict[str, TaskStats]) -> str:
             f"{np.mean(s.returns):>8.2f}{np.mean(s.lengths):>8.1f}"
             f"  ({task.random_action_prob:g}, {task.position_std:g})"
         )
+    lines += component_lines(manifest, stats)
     lines += ["", "action histogram (fraction of each task's actions)"]
     lines.append(f"{'task':<24}" + "".join(f"{a:>7}" for a in ACTION_NAMES))
     for task in manifest.tasks:
@@ -52,6 +54,30 @@ def format_stats(manifest: Manifest, stats: dict[str, TaskStats]) -> str:
         fractions = counts / max(1, counts.sum())
         lines.append(f"{task.name:<24}" + "".join(f"{f:>7.2f}" for f in fractions))
     return "\n".join(lines)
+
+
+def component_lines(manifest: Manifest, stats: dict[str, TaskStats]) -> list[str]:
+    """Success per noise component of every task recorded as a mixture (none for single-level tasks)."""
+    recipe = recipe_from_dict(manifest.recipe, "manifest.json:recipe")
+    lines = []
+    for task in manifest.tasks:
+        mixture = recipe.task(task.name).mixture()
+        if len(mixture) < 2:
+            continue
+        s = stats[task.name]
+        by_component: list[list[bool]] = [[] for _ in mixture]
+        for episode, success in zip(s.episodes, s.successes):
+            by_component[recipe.task(task.name).component_of(episode)].append(success)
+        lines += ["", f"{task.name}: success per noise component (in episode order)"]
+        first = 0
+        for k, (component, successes) in enumerate(zip(mixture, by_component)):
+            last = first + component.episodes - 1
+            lines.append(
+                f"  {k}: episodes {first}-{last}, noise ({component.random_action_prob:g}, "
+                f"{component.position_std:g}): success {np.mean(successes):.2f} of {len(successes)}"
+            )
+            first = last + 1
+    return lines
 
 
 def parse_episode_refs(refs: Sequence[str], manifest: Manifest) -> list[tuple[str, int]]:

@@ -11,7 +11,7 @@ import numpy as np
 
 from robocds.datasets.episode import Episode, decode_episode
 from robocds.datasets.errors import DatasetError
-from robocds.datasets.recipe import Recipe
+from robocds.datasets.recipe import Recipe, TaskRecipe
 from robocds.datasets.schema import (
     MANIFEST_FILE,
     SCHEMA_VERSION,
@@ -109,8 +109,9 @@ def build_manifest(root: str, recipe: Recipe, known: dict[str, ShardSummary] | N
                 success_rate=sum(s.successes for s in shards) / n_episodes,
                 mean_return=float(np.mean([r for s in summaries for r in s.returns])),
                 mean_length=transitions / n_episodes,
-                random_action_prob=float(task.random_action_prob),
-                position_std=float(task.position_std),
+                # A mixture's noise per component is in ``recipe``; here its episode-weighted mean.
+                random_action_prob=_mean_noise(task, "random_action_prob"),
+                position_std=_mean_noise(task, "position_std"),
                 shards=shards,
             )
         )
@@ -125,6 +126,10 @@ def build_manifest(root: str, recipe: Recipe, known: dict[str, ShardSummary] | N
         tasks=tuple(tasks),
         recipe=recipe.to_json_dict(),
     )
+
+
+def _mean_noise(task: TaskRecipe, name: str) -> float:
+    return sum(c.episodes * float(getattr(c, name)) for c in task.mixture()) / task.episodes
 
 
 def read_manifest(root: str) -> Manifest:
@@ -188,12 +193,14 @@ class TaskStats:
     """Per-episode summaries of one task, gathered while verifying (frames are not kept)."""
 
     name: str
+    episodes: list[int] = field(default_factory=list)  # episode index within the task, in reading order
     lengths: list[int] = field(default_factory=list)
     successes: list[bool] = field(default_factory=list)
     returns: list[float] = field(default_factory=list)
     action_counts: np.ndarray = field(default_factory=lambda: np.zeros(NUM_ACTIONS, dtype=np.int64))
 
     def add(self, episode: Episode) -> None:
+        self.episodes.append(episode.meta.episode)
         self.lengths.append(episode.length)
         self.successes.append(episode.meta.success)
         self.returns.append(episode.meta.episode_return)

@@ -13,6 +13,10 @@ any number of workers, writes byte-identical shards.
     tasks:
       lift-cube: {episodes: 3}
       place-cube-blue: {episodes: 2, random_action_prob: 0.3, position_std: 0.01}
+      lift-block:                      # replay-like: a mixture of oracle noise levels, in this order
+        components:
+          - {episodes: 2, random_action_prob: 0.8, position_std: 0.03}   # episodes 0-1
+          - {episodes: 1, random_action_prob: 0.1}                       # episode 2
 
 Packaged recipes (``robocds/datasets/recipes/*.yaml``) can be named without a path: ``tiny``.
 """
@@ -33,30 +37,92 @@ from robocds.envs.camera import RENDERERS
 from robocds.envs.tasks import OracleNoise, get_task
 
 
-@dataclass(frozen=True)
-class TaskRecipe:
-    """One task's share of a dataset."""
+def _check_episodes(value: Any, where: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"episodes={value!r} ({where}): must be an int >= 1")
 
-    task: str  # a name from robocds.envs.tasks.TASK_NAMES
-    episodes: int  # how many episodes to record (>= 1)
+
+@dataclass(frozen=True)
+class NoiseComponent:
+    """A run of consecutive episodes recorded with one oracle noise level (one part of a mixture)."""
+
+    episodes: int  # how many episodes (>= 1)
     random_action_prob: float = 0.0  # oracle noise: probability of a uniformly random action
     position_std: float = 0.0  # oracle noise: std (m) of a per-episode xy misperception
+
+    def __post_init__(self) -> None:
+        _check_episodes(self.episodes, "component")
+        self.noise  # noqa: B018 - OracleNoise checks both noise fields
+
+    @property
+    def noise(self) -> OracleNoise:
+        return OracleNoise(float(self.random_action_prob), float(self.position_std))
+
+
+@dataclass(frozen=True)
+class TaskRecipe:
+    """One task's share of a dataset: one oracle noise level, or a mixture of them (``components``).
+
+    A mixture makes a task's data look like a learning agent's replay buffer: near-random early
+    episodes, competent late ones. Components are laid out in order (the first ``components[0].episodes``
+    episodes use its noise, and so on); every episode keeps its own seed, so a mixture is as
+    deterministic as a single level.
+    """
+
+    task: str  # a name from robocds.envs.tasks.TASK_NAMES
+    episodes: int  # how many episodes to record (>= 1); with components, their sum
+    random_action_prob: float = 0.0  # oracle noise (single level): probability of a uniformly random action
+    position_std: float = 0.0  # oracle noise (single level): std (m) of a per-episode xy misperception
+    components: tuple[NoiseComponent, ...] = ()  # a mixture instead of the single level above
 
     def __post_init__(self) -> None:
         try:
             get_task(self.task)
         except ValueError as err:
             raise ValueError(f"task={self.task!r}: {err}") from None
-        if isinstance(self.episodes, bool) or not isinstance(self.episodes, int) or self.episodes < 1:
-            raise ValueError(f"episodes={self.episodes!r} (task {self.task}): must be an int >= 1")
+        _check_episodes(self.episodes, f"task {self.task}")
         try:
             self.noise  # noqa: B018 - OracleNoise checks both noise fields
+            for component in self.components:
+                if not isinstance(component, NoiseComponent):
+                    raise ValueError(f"components: expected NoiseComponent entries, got {component!r}")
         except ValueError as err:
             raise ValueError(f"task {self.task}: {err}") from None
+        if self.components:
+            total = sum(c.episodes for c in self.components)
+            if total != self.episodes:
+                raise ValueError(f"task {self.task}: episodes={self.episodes} but its components hold {total}")
+            if self.random_action_prob or self.position_std:
+                raise ValueError(
+                    f"task {self.task}: give the noise either per component or for the task, not both "
+                    f"(random_action_prob={self.random_action_prob}, position_std={self.position_std})"
+                )
 
     @property
     def noise(self) -> OracleNoise:
+        """The single noise level (a mixture's is 0: see ``noise_of``)."""
         return OracleNoise(float(self.random_action_prob), float(self.position_std))
+
+    def mixture(self) -> tuple[NoiseComponent, ...]:
+        """The components, a single level counting as one component."""
+        if self.components:
+            return self.components
+        return (NoiseComponent(self.episodes, self.random_action_prob, self.position_std),)
+
+    def component_of(self, episode: int) -> int:
+        """Index of the component that records ``episode`` (0-based within the task)."""
+        if not 0 <= episode < self.episodes:
+            raise ValueError(f"episode={episode}: task {self.task} has episodes 0..{self.episodes - 1}")
+        end = 0
+        for index, component in enumerate(self.mixture()):
+            end += component.episodes
+            if episode < end:
+                return index
+        raise AssertionError("unreachable: components sum to episodes")
+
+    def noise_of(self, episode: int) -> OracleNoise:
+        """Oracle noise of ``episode``."""
+        return self.mixture()[self.component_of(episode)].noise
 
 
 @dataclass(frozen=True)
@@ -112,9 +178,15 @@ class Recipe:
         return -(-self.task(task).episodes // self.episodes_per_shard)
 
     def to_json_dict(self) -> dict[str, Any]:
-        """Canonical JSON form (tasks as a mapping, like the YAML)."""
+        """Canonical JSON form (tasks as a mapping, like the YAML; ``components`` only for mixtures, so a
+        single-level recipe keeps the form, and the fingerprint, it had before mixtures existed)."""
         out = asdict(self)
-        out["tasks"] = {task.task: {k: v for k, v in asdict(task).items() if k != "task"} for task in self.tasks}
+        out["tasks"] = {}
+        for task in self.tasks:
+            entry = {k: v for k, v in asdict(task).items() if k not in ("task", "components")}
+            if task.components:
+                entry = {"episodes": task.episodes, "components": [asdict(c) for c in task.components]}
+            out["tasks"][task.task] = entry
         return out
 
     def fingerprint(self) -> str:
@@ -150,6 +222,10 @@ def recipe_from_dict(data: Any, source: str = "<recipe>") -> Recipe:
                 raise DatasetError(
                     f"unknown field; known: {', '.join(sorted(task_known))}", source, field=f"{where}.{key}"
                 )
+        spec = dict(spec)
+        if "components" in spec:
+            spec["components"] = _components_from_list(spec["components"], source, f"{where}.components")
+            spec.setdefault("episodes", sum(c.episodes for c in spec["components"]))
         try:
             tasks.append(TaskRecipe(task=str(name), **spec))
         except (TypeError, ValueError) as err:
@@ -158,6 +234,26 @@ def recipe_from_dict(data: Any, source: str = "<recipe>") -> Recipe:
         return Recipe(**{**data, "tasks": tuple(tasks)})
     except (TypeError, ValueError) as err:
         raise DatasetError(str(err), source) from None
+
+
+def _components_from_list(data: Any, source: str, where: str) -> tuple[NoiseComponent, ...]:
+    if not isinstance(data, list) or not data:
+        example = "[{episodes: 10, random_action_prob: 0.5}]"
+        raise DatasetError(f"expected a non-empty list like {example}, got {data!r}", source, field=where)
+    known = {f.name for f in fields(NoiseComponent)}
+    components = []
+    for index, spec in enumerate(data):
+        here = f"{where}[{index}]"
+        if not isinstance(spec, dict):
+            raise DatasetError(f"expected a mapping like {{episodes: 10}}, got {spec!r}", source, field=here)
+        for key in spec:
+            if key not in known:
+                raise DatasetError(f"unknown field; known: {', '.join(sorted(known))}", source, field=f"{here}.{key}")
+        try:
+            components.append(NoiseComponent(**spec))
+        except (TypeError, ValueError) as err:
+            raise DatasetError(str(err), source, field=here) from None
+    return tuple(components)
 
 
 def packaged_recipes() -> list[str]:
