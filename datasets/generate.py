@@ -101,10 +101,7 @@ def _env_for(recipe: Recipe, task: str):
         for env in _env_cache.values():
             env.close()  # one live simulator per process is enough: shards come task by task
         _env_cache.clear()
-        kwargs = {} if recipe.substeps is None else {"substeps": recipe.substeps}
-        _env_cache[key] = ManipulationEnv(
-            task, image_size=recipe.image_size, max_steps=recipe.max_steps, renderer=recipe.renderer, **kwargs
-        )
+        _env_cache[key] = ManipulationEnv(task, **recipe.env_kwargs())
     return _env_cache[key]
 
 
@@ -114,17 +111,16 @@ def generate_shard(
     """Record, encode and atomically write one shard; returns its relative path and size."""
     env = _env_for(recipe, job.task)
     task = recipe.task(job.task)
-    episodes, samples = [], []
+    metas, samples = [], []
     for index in range(job.first_episode, job.first_episode + job.episodes):
         episode = record_episode(env, task.noise_of(index), recipe.base_seed, index)
         samples.append(encode_episode(episode))
-        episode.frames = episode.frames[:0]  # the summary needs no frames: free them early
-        episodes.append(episode)
+        metas.append(episode.meta)  # the summary needs no frames: the arrays are freed with the episode
         if on_episode is not None:
             on_episode()
     data = tar_bytes(samples)
     write_bytes_atomic(root, job.relpath, data)
-    return summarise_shard(job.relpath, data, episodes)
+    return summarise_shard(job.relpath, data, metas)
 
 
 def _worker_main(jobs: Any, results: Any, recipe_json: dict, root: str) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +16,7 @@ from robocds.datasets.schema import (
     MANIFEST_FILE,
     SCHEMA_VERSION,
     SHARD_PATTERN,
+    EpisodeMeta,
     Manifest,
     ShardEntry,
     TaskEntry,
@@ -53,17 +54,18 @@ class ShardSummary:
     returns: tuple[float, ...]
 
 
-def summarise_shard(relpath: str, data: bytes, episodes: list[Episode]) -> ShardSummary:
+def summarise_shard(relpath: str, data: bytes, metas: Sequence[EpisodeMeta]) -> ShardSummary:
+    """The manifest entry of a shard's bytes, from the metadata of its episodes (frames are not needed)."""
     entry = ShardEntry(
         path=relpath,
-        first_episode=episodes[0].meta.episode if episodes else 0,
-        samples=len(episodes),
-        transitions=sum(e.length for e in episodes),
-        successes=sum(e.meta.success for e in episodes),
+        first_episode=metas[0].episode if metas else 0,
+        samples=len(metas),
+        transitions=sum(m.length for m in metas),
+        successes=sum(m.success for m in metas),
         bytes=len(data),
         sha256=sha256(data),
     )
-    return ShardSummary(entry, tuple(e.meta.episode_return for e in episodes))
+    return ShardSummary(entry, tuple(m.episode_return for m in metas))
 
 
 def build_manifest(root: str, recipe: Recipe, known: dict[str, ShardSummary] | None = None) -> Manifest:
@@ -87,9 +89,8 @@ def build_manifest(root: str, recipe: Recipe, known: dict[str, ShardSummary] | N
                 if not is_url(root) and not exists(root, relpath):
                     raise DatasetError("missing shard: generation has not finished", source)
                 data = read_bytes(root, relpath)
-                summary = summarise_shard(
-                    relpath, data, list(decode_shard(data, source, task.task, recipe.image_size, first))
-                )
+                metas = [e.meta for e in decode_shard(data, source, task.task, recipe.image_size, first)]
+                summary = summarise_shard(relpath, data, metas)
             if summary.entry.samples != count or summary.entry.first_episode != first:
                 raise DatasetError(
                     f"{summary.entry.samples} samples from episode {summary.entry.first_episode}, "
@@ -162,23 +163,47 @@ def read_manifest(root: str) -> Manifest:
     return manifest
 
 
-def load_shard(
+def iter_shard(
     root: str, manifest: Manifest, task: TaskEntry, shard: ShardEntry, check_hash: bool = True
-) -> list[Episode]:
-    """Decode one shard and check it against its manifest entry (sample count, transitions, sha256)."""
+) -> Iterator[Episode]:
+    """Decode one shard episode by episode, then check it against its manifest entry.
+
+    Only the shard's (compressed) bytes and the episode being yielded are held. The sample count,
+    transitions, size and sha256 are compared once the last episode has been yielded, so a consumer
+    that must not keep bad data (an export) treats what it received as provisional until the
+    iterator is exhausted.
+    """
     source = join(root, shard.path)
     try:
         data = read_bytes(root, shard.path)
     except FileNotFoundError:
         raise DatasetError("missing shard listed in the manifest", source) from None
-    episodes = list(decode_shard(data, source, task.name, manifest.image_size, shard.first_episode))
-    check_shard(source, data, episodes, shard, check_hash)
-    return episodes
+    metas = []
+    for episode in decode_shard(data, source, task.name, manifest.image_size, shard.first_episode):
+        metas.append(episode.meta)
+        yield episode
+    check_shard(source, data, metas, shard, check_hash)
 
 
-def check_shard(source: str, data: bytes, episodes: list[Episode], shard: ShardEntry, check_hash: bool = True) -> None:
+def load_shard(
+    root: str, manifest: Manifest, task: TaskEntry, shard: ShardEntry, check_hash: bool = True
+) -> list[Episode]:
+    """Decode one shard and check it against its manifest entry (sample count, transitions, sha256)."""
+    return list(iter_shard(root, manifest, task, shard, check_hash))
+
+
+def iter_task_episodes(root: str, manifest: Manifest, task: str, check_hash: bool = True) -> Iterator[Episode]:
+    """Every episode of ``task`` in order, streamed one at a time (see ``iter_shard``), every shard verified."""
+    entry = manifest.task(task)
+    for shard in entry.shards:
+        yield from iter_shard(root, manifest, entry, shard, check_hash)
+
+
+def check_shard(
+    source: str, data: bytes, metas: Sequence[EpisodeMeta], shard: ShardEntry, check_hash: bool = True
+) -> None:
     """Compare a decoded shard with its manifest entry; errors name the shard and the manifest field."""
-    found = summarise_shard(shard.path, data, episodes).entry
+    found = summarise_shard(shard.path, data, metas).entry
     for name in ("samples", "transitions", "successes", "bytes") + (("sha256",) if check_hash else ()):
         if getattr(found, name) != getattr(shard, name):
             raise DatasetError(
@@ -235,7 +260,7 @@ def verify_dataset(root: str, manifest: Manifest | None = None, progress: bool =
                     )
         task_stats = TaskStats(task.name)
         for shard in task.shards:
-            for episode in load_shard(root, manifest, task, shard):
+            for episode in iter_shard(root, manifest, task, shard):
                 task_stats.add(episode)
             if bar is not None:
                 bar.update()

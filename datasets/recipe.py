@@ -33,6 +33,7 @@ from typing import Any
 import yaml
 
 from robocds.datasets.errors import DatasetError
+from robocds.envs.actions import DEFAULT_SUBSTEPS
 from robocds.envs.camera import RENDERERS
 from robocds.envs.tasks import OracleNoise, get_task
 
@@ -173,6 +174,17 @@ class Recipe:
             if task.task == name:
                 return task
         raise ValueError(f"task {name!r} is not in recipe {self.name!r}")
+
+    def env_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of ``ManipulationEnv`` (and ``gymnasium.make``) giving this recipe's episodes."""
+        # substeps resolved here rather than left to the env's default: a recorded spec stays valid if it changes.
+        substeps = DEFAULT_SUBSTEPS if self.substeps is None else self.substeps
+        return {
+            "image_size": self.image_size,
+            "max_steps": self.max_steps,
+            "renderer": self.renderer,
+            "substeps": substeps,
+        }
 
     def num_shards(self, task: str) -> int:
         return -(-self.task(task).episodes // self.episodes_per_shard)

@@ -27,6 +27,7 @@ from enum import IntEnum
 
 import numpy as np
 
+DEFAULT_SUBSTEPS = 12  # physics steps (120 Hz) per action: one action lasts 0.1 s
 STEP_XY = 0.04  # metres per lateral action
 STEP_Z = 0.04  # metres per vertical action
 

@@ -7,7 +7,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from robocds.envs.actions import NUM_ACTIONS, WRIST_DELTAS, Action
+from robocds.envs.actions import DEFAULT_SUBSTEPS, NUM_ACTIONS, WRIST_DELTAS, Action
 from robocds.envs.arm import GRASP_POINT_OFFSET, KukaGripperArm
 from robocds.envs.camera import RENDERERS, Camera
 from robocds.envs.scene import OBJECTS, TabletopScene
@@ -53,7 +53,7 @@ class ManipulationEnv(gym.Env):
         image_size: int = 64,
         max_steps: int = 40,
         renderer: str = "tiny",
-        substeps: int = 12,
+        substeps: int = DEFAULT_SUBSTEPS,
         render_mode: str | None = None,
     ) -> None:
         if max_steps < 1:
