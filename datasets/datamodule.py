@@ -32,6 +32,7 @@ from robocds.datasets.replay import (
 )
 from robocds.datasets.schema import Manifest
 from robocds.datasets.streaming import StreamingMultiTaskDataset
+from robocds.errors import ConfigError
 
 LOADERS = ("memory", "streaming")
 
@@ -60,24 +61,24 @@ class DataSettings:
 
     def __post_init__(self) -> None:
         if not self.root:
-            raise ValueError(f"root={self.root!r}: must name a dataset folder or URL")
+            raise ConfigError(f"root={self.root!r}: must name a dataset folder or URL")
         for name in ("batch_size", "steps_per_epoch", "val_batch_size", "shuffle_buffer"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}={value!r}: must be an int >= 1")
+                raise ConfigError(f"{name}={value!r}: must be an int >= 1")
         for name in ("num_workers", "val_batches", "seed"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name}={value!r}: must be an int >= 0")
+                raise ConfigError(f"{name}={value!r}: must be an int >= 0")
         if self.loader not in LOADERS:
-            raise ValueError(f"loader={self.loader!r}: must be one of {LOADERS}")
+            raise ConfigError(f"loader={self.loader!r}: must be one of {LOADERS}")
         if not 0.0 <= self.val_fraction < 1.0:
-            raise ValueError(f"val_fraction={self.val_fraction!r}: must be in [0, 1)")
+            raise ConfigError(f"val_fraction={self.val_fraction!r}: must be in [0, 1)")
         if self.device != "auto":
             try:
                 torch.device(self.device)
             except RuntimeError:
-                raise ValueError(f"device={self.device!r}: expected 'cpu', 'cuda', 'cuda:N' or 'auto'") from None
+                raise ConfigError(f"device={self.device!r}: expected 'cpu', 'cuda', 'cuda:N' or 'auto'") from None
 
 
 def run_seed() -> int:
@@ -169,15 +170,15 @@ class OfflineDataModule(pl.LightningDataModule):
         self.hparams["seed"] = self.settings.seed  # the seed actually used, in checkpoints and hparams.yaml
         self.manifest: Manifest = read_manifest(self.settings.root)
         if tasks is not None and len(tasks) == 0:
-            raise ValueError("tasks=[]: select at least one task, or None for all")
+            raise ConfigError("tasks=[]: select at least one task, or None for all")
         names = list(tasks) if tasks is not None else list(self.manifest.task_names)
         if len(set(names)) != len(names):
-            raise ValueError(f"tasks={names}: a task is listed twice")
+            raise ConfigError(f"tasks={names}: a task is listed twice")
         for name in names:
             try:
                 self.manifest.task(name)
             except ValueError as err:
-                raise ValueError(f"tasks: {err}") from None
+                raise ConfigError(f"tasks: {err}") from None
         self._task_names = names
         # No validation loader, nothing to hold out: every episode trains.
         held_out = self.settings.val_fraction if self.settings.val_batches > 0 else 0.0
@@ -269,7 +270,7 @@ class OfflineDataModule(pl.LightningDataModule):
                 for name in self._task_names:
                     shards = len(self.manifest.task(name).shards)
                     if shards < world * max(1, s.num_workers):
-                        raise ValueError(
+                        raise ConfigError(
                             f"resampled=False: task {name} has {shards} shard(s), fewer than {world} process(es) x "
                             f"{max(1, s.num_workers)} worker(s); use resampled=True or fewer workers"
                         )

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from robocds.errors import UserError
 
-class DatasetError(ValueError):
+
+class DatasetError(UserError, ValueError):
     """A dataset (shard, sample, manifest or recipe) does not match the schema.
 
     ``source`` is the file or URL (a shard, ``manifest.json``, a recipe), ``key`` the sample's
@@ -16,7 +18,7 @@ class DatasetError(ValueError):
         self.source = source
         self.key = key
         self.field = field
-        parts = []
+        parts: list[str] = []
         if source is not None:
             parts.append(str(source))
         if key is not None:

@@ -11,13 +11,12 @@ Formats: ``minari`` (one Minari dataset per task; needs ``pip install 'robocds[m
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 
 from robocds.datasets.errors import DatasetError
+from robocds.errors import ConfigError, run_cli
 
 PROG = "robocds-export"
-USAGE_ERROR = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,10 +45,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         results = export_minari(
             args.root, args.out, tasks=args.tasks, namespace=args.namespace, progress=not args.no_progress
         )
-    except (DatasetError, ValueError, ImportError) as err:
-        return fail(str(err))
+    except DatasetError:
+        raise
+    except (ValueError, ImportError) as err:
+        raise ConfigError(str(err)) from None
     except OSError as err:  # --out not writable, a file where a folder should be, disk full ...
-        return fail(f"{err.filename}: {err.strerror}" if err.filename else str(err))
+        raise ConfigError(f"{err.filename}: {err.strerror}" if err.filename else str(err)) from None
     for r in results:
         how = "kept (exported earlier from the same manifest)" if r.kept else "written"
         print(f"{r.dataset_id}: {r.episodes} episodes, {r.steps} steps, {how}: {r.path}")
@@ -57,10 +58,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def fail(message: str) -> int:
-    print(f"{PROG}: error: {message}", file=sys.stderr)
-    return USAGE_ERROR
+def cli() -> None:
+    """Console-script entry point (``robocds-export``)."""
+    run_cli(main, "robocds-export")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli()

@@ -45,6 +45,7 @@ from robocds.datasets.storage import (
     write_bytes_atomic,
     write_json_atomic,
 )
+from robocds.errors import INTERRUPTED_STATUS, ConfigError, int_at_least, run_cli
 
 
 @dataclass(frozen=True)
@@ -82,9 +83,9 @@ def parse_shard_range(text: str, total: int) -> range:
         start = int(start_text) if start_text else 0
         stop = int(stop_text) if stop_text else total
     except ValueError:
-        raise ValueError(f"--shard-range={text!r}: expected START:STOP, e.g. 0:10") from None
+        raise ConfigError(f"--shard-range={text!r}: expected START:STOP, e.g. 0:10") from None
     if not 0 <= start < stop <= total:
-        raise ValueError(f"--shard-range={text!r}: need 0 <= START < STOP <= {total} (the recipe has {total} shards)")
+        raise ConfigError(f"--shard-range={text!r}: need 0 <= START < STOP <= {total} (the recipe has {total} shards)")
     return range(start, stop)
 
 
@@ -297,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("recipe", help="recipe YAML file, or the name of a packaged recipe (tiny, benchmark)")
     parser.add_argument("--root", help="output folder or WebDataset writer URL (required unless --list)")
     parser.add_argument(
-        "--workers", type=int, default=None, help="worker processes (default: one per core; 0: in-process)"
+        "--workers", type=int_at_least(0), default=None, help="worker processes (default: one per core; 0: in-process)"
     )
     parser.add_argument("--shard-range", help="only shards START:STOP of the plan (see --list), for cluster jobs")
     parser.add_argument("--list", action="store_true", help="print the shard plan and exit")
@@ -306,46 +307,47 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     overrides = parser.add_argument_group("recipe overrides")
-    overrides.add_argument("--base-seed", type=int)
+    overrides.add_argument("--base-seed", type=int_at_least(0))
     overrides.add_argument("--image-size", type=int)
-    overrides.add_argument("--max-steps", type=int)
-    overrides.add_argument("--episodes-per-shard", type=int)
+    overrides.add_argument("--max-steps", type=int_at_least(1))
+    overrides.add_argument("--episodes-per-shard", type=int_at_least(1))
     overrides.add_argument("--renderer", choices=("tiny", "egl"))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    recipe = load_recipe(args.recipe)
+    overrides = {
+        "base_seed": args.base_seed,
+        "image_size": args.image_size,
+        "max_steps": args.max_steps,
+        "episodes_per_shard": args.episodes_per_shard,
+        "renderer": args.renderer,
+    }
     try:
-        recipe = load_recipe(args.recipe).with_overrides(
-            base_seed=args.base_seed,
-            image_size=args.image_size,
-            max_steps=args.max_steps,
-            episodes_per_shard=args.episodes_per_shard,
-            renderer=args.renderer,
-        )
-        jobs = plan_shards(recipe)
-        if args.list:
-            for job in jobs:
-                last = job.first_episode + job.episodes - 1
-                print(f"{job.global_index:6d}  {job.relpath}  episodes {job.first_episode}..{last}")
-            print(f"{len(jobs)} shards, {recipe.total_episodes} episodes")
-            return 0
-        if not args.root:
-            print("robocds-generate: --root is required", file=sys.stderr)
-            return 2
-        if args.manifest_only:
-            write_manifest(args.root, recipe)
-            print(f"wrote {join(args.root, MANIFEST_FILE)}")
-            return 0
-        shard_range = parse_shard_range(args.shard_range, len(jobs)) if args.shard_range else None
+        recipe = recipe.with_overrides(**overrides)
+    except ValueError as err:
+        raise ConfigError(f"recipe {recipe.name!r} with the overrides given: {err}") from None
+    jobs = plan_shards(recipe)
+    if args.list:
+        for job in jobs:
+            last = job.first_episode + job.episodes - 1
+            print(f"{job.global_index:6d}  {job.relpath}  episodes {job.first_episode}..{last}")
+        print(f"{len(jobs)} shards, {recipe.total_episodes} episodes")
+        return 0
+    if not args.root:
+        raise ConfigError("--root: required (the output folder or URL), unless --list")
+    if args.manifest_only:
+        write_manifest(args.root, recipe)
+        print(f"wrote {join(args.root, MANIFEST_FILE)}")
+        return 0
+    shard_range = parse_shard_range(args.shard_range, len(jobs)) if args.shard_range else None
+    try:
         result = generate(recipe, args.root, args.workers, shard_range, progress=not args.no_progress)
-    except (DatasetError, ValueError) as err:
-        print(f"robocds-generate: error: {err}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print("robocds-generate: interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
+        return INTERRUPTED_STATUS
     print(
         f"{len(result.written)} shard(s) written, {len(result.skipped)} kept from an earlier run; "
         f"{result.episodes} episodes in {result.seconds:.1f} s ({result.episodes_per_second:.2f} episodes/s)"
@@ -357,5 +359,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def cli() -> None:
+    """Console-script entry point (``robocds-generate``)."""
+    run_cli(main, "robocds-generate")
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    cli()

@@ -3,21 +3,19 @@
     robocds-inspect data/tiny
     robocds-inspect data/benchmark --out inspect/ --episodes lift-cube:0 place-cube-blue:3 --frames 10
 
-Exit status 0 when the dataset verifies, 1 (with the shard, sample key and field) when it does not.
+Exit status 0 when the dataset verifies; when it does not, one line naming the shard, sample key and
+field, and exit status 2 (like every user error, see ``robocds.errors``).
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 import cv2
 import numpy as np
 
 from robocds.datasets.episode import Episode
-from robocds.datasets.errors import DatasetError
 from robocds.datasets.manifest import TaskStats, read_manifest, verify_dataset
 from robocds.datasets.recipe import recipe_from_dict
 from robocds.datasets.replay import load_task_episodes
@@ -25,6 +23,7 @@ from robocds.datasets.schema import Manifest
 from robocds.datasets.storage import is_url, local_path
 from robocds.envs.actions import ACTION_NAMES
 from robocds.envs.media import label, upscale, write_png, write_video
+from robocds.errors import ConfigError, int_at_least, output_dir, run_cli
 
 LABEL_WIDTH = 150  # pixels of task-name margin on the contact sheet
 
@@ -88,10 +87,13 @@ def parse_episode_refs(refs: Sequence[str], manifest: Manifest) -> list[tuple[st
     for ref in refs:
         task, sep, index = ref.rpartition(":")
         if not sep or not index.isdigit():
-            raise ValueError(f"--episodes {ref!r}: expected TASK:INDEX, e.g. lift-cube:0")
-        entry = manifest.task(task)
+            raise ConfigError(f"--episodes {ref!r}: expected TASK:INDEX, e.g. lift-cube:0")
+        try:
+            entry = manifest.task(task)
+        except ValueError as err:
+            raise ConfigError(f"--episodes {ref!r}: {err}") from None
         if int(index) >= entry.episodes:
-            raise ValueError(f"--episodes {ref!r}: task {task} has episodes 0..{entry.episodes - 1}")
+            raise ConfigError(f"--episodes {ref!r}: task {task} has episodes 0..{entry.episodes - 1}")
         out.append((task, int(index)))
     return out
 
@@ -147,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--episodes", nargs="*", default=[], help="TASK:INDEX episodes to show (default: episode 0 of each task)"
     )
-    parser.add_argument("--frames", type=int, default=8, help="frames per episode on the contact sheet")
+    parser.add_argument("--frames", type=int_at_least(2), default=8, help="frames per episode on the contact sheet")
     parser.add_argument("--no-media", action="store_true", help="verify and print statistics only")
     parser.add_argument("--no-progress", action="store_true")
     return parser
@@ -155,22 +157,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        manifest = read_manifest(args.root)
-        refs = parse_episode_refs(args.episodes, manifest)  # bad references fail before the long verification
-        stats = verify_dataset(args.root, manifest, progress=not args.no_progress)
-    except (DatasetError, ValueError) as err:
-        print(f"robocds-inspect: INVALID: {err}", file=sys.stderr)
-        return 1
+    out = None
+    if not args.no_media:
+        if args.out is None and is_url(args.root):
+            raise ConfigError(f"--out: required for a URL dataset ({args.root})")
+        out = output_dir(args.out if args.out else local_path(args.root) / "inspect")
+    manifest = read_manifest(args.root)
+    refs = parse_episode_refs(args.episodes, manifest)  # bad references fail before the long verification
+    stats = verify_dataset(args.root, manifest, progress=not args.no_progress)
     print(format_stats(manifest, stats))
     n_shards = sum(len(t.shards) for t in manifest.tasks)
     print(f"\nOK: {n_shards} shards match the manifest (counts, sizes, sha256, schema v{manifest.schema_version})")
-    if args.no_media:
+    if out is None:
         return 0
-    if args.out is None and is_url(args.root):
-        print("robocds-inspect: --out is required for a URL dataset", file=sys.stderr)
-        return 2
-    out = Path(args.out) if args.out else local_path(args.root) / "inspect"
     out.mkdir(parents=True, exist_ok=True)
     episodes = load_episodes(args.root, manifest, refs)
     write_png(out / "contact_sheet.png", contact_sheet(episodes, args.frames))
@@ -179,5 +178,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def cli() -> None:
+    """Console-script entry point (``robocds-inspect``)."""
+    run_cli(main, "robocds-inspect")
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    cli()

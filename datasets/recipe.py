@@ -34,7 +34,7 @@ import yaml
 
 from robocds.datasets.errors import DatasetError
 from robocds.envs.actions import DEFAULT_SUBSTEPS
-from robocds.envs.camera import RENDERERS
+from robocds.envs.camera import MIN_IMAGE_SIZE, RENDERERS
 from robocds.envs.tasks import OracleNoise, get_task
 
 
@@ -154,8 +154,8 @@ class Recipe:
             low = 0 if name == "base_seed" else 1
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name}={value!r}: must be an int >= {low}")
-        if self.image_size < 8:
-            raise ValueError(f"image_size={self.image_size}: must be >= 8")
+        if self.image_size < MIN_IMAGE_SIZE:
+            raise ValueError(f"image_size={self.image_size}: the camera renders frames of >= {MIN_IMAGE_SIZE} pixels")
         if self.renderer not in RENDERERS:
             raise ValueError(f"renderer={self.renderer!r}: must be one of {RENDERERS}")
         if self.substeps is not None and (not isinstance(self.substeps, int) or self.substeps < 1):

@@ -6,6 +6,7 @@ import numpy as np
 from pybullet_utils.bullet_client import BulletClient
 
 RENDERERS = ("tiny", "egl")
+MIN_IMAGE_SIZE = 16  # smallest frame the camera renders (recipes and evaluation settings check against it)
 
 
 class Camera:
@@ -18,8 +19,8 @@ class Camera:
     def __init__(self, client: BulletClient, size: int = 64, renderer: str = "tiny") -> None:
         if renderer not in RENDERERS:
             raise ValueError(f"renderer={renderer!r}: expected one of {RENDERERS}")
-        if size < 16:
-            raise ValueError(f"image size={size}: must be at least 16 pixels")
+        if size < MIN_IMAGE_SIZE:
+            raise ValueError(f"image size={size}: must be at least {MIN_IMAGE_SIZE} pixels")
         self.client = client
         self.size = size
         self.view = client.computeViewMatrixFromYawPitchRoll(

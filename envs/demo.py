@@ -7,34 +7,45 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from tqdm import tqdm
 
+from robocds.envs.camera import MIN_IMAGE_SIZE
 from robocds.envs.env import ManipulationEnv
 from robocds.envs.media import contact_sheet, label, write_png, write_video
 from robocds.envs.rollout import play_oracle_episode
 from robocds.envs.seeds import eval_episode_seed
 from robocds.envs.tasks import TASK_NAMES, OracleNoise, ScriptedOracle, get_task
+from robocds.errors import ConfigError, int_at_least, output_dir, run_cli
 
 SHEET_COLUMNS = 10
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Run the scripted oracles and write videos and a contact sheet.")
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="robocds-demo", description="Run the scripted oracles and write videos and a contact sheet."
+    )
     parser.add_argument("--out", default="outputs/demo", help="output folder")
     parser.add_argument("--tasks", nargs="+", default=list(TASK_NAMES), help="task names (default: all)")
-    parser.add_argument("--episodes", type=int, default=1, help="episodes per task")
-    parser.add_argument("--image-size", type=int, default=128, help="camera resolution of the demo")
+    parser.add_argument("--episodes", type=int_at_least(1), default=1, help="episodes per task")
+    parser.add_argument(
+        "--image-size", type=int_at_least(MIN_IMAGE_SIZE), default=128, help="camera resolution of the demo"
+    )
     parser.add_argument("--random-action-prob", type=float, default=0.0, help="oracle noise: random action rate")
     parser.add_argument("--position-std", type=float, default=0.0, help="oracle noise: xy error std (metres)")
-    parser.add_argument("--seed", type=int, default=0, help="base seed (episodes use evaluation seeds)")
+    parser.add_argument("--seed", type=int_at_least(0), default=0, help="base seed (episodes use evaluation seeds)")
     args = parser.parse_args(argv)
+    # Everything is checked before simulating anything.
     for name in args.tasks:
-        get_task(name)  # fail before simulating anything if a name is wrong
-
-    out = Path(args.out)
-    noise = OracleNoise(args.random_action_prob, args.position_std)
+        try:
+            get_task(name)
+        except ValueError as err:
+            raise ConfigError(f"--tasks {name}: {err}") from None
+    try:
+        noise = OracleNoise(args.random_action_prob, args.position_std)
+    except ValueError as err:
+        raise ConfigError(f"oracle noise: {err}") from None
+    out = output_dir(args.out)
     rows, records = [], []
     with tqdm(total=len(args.tasks) * args.episodes, desc="oracle episodes", unit="ep") as bar:
         for name in args.tasks:
@@ -61,7 +72,13 @@ def main(argv: list[str] | None = None) -> None:
             f"  in {record['length']} steps"
         )
     print(f"videos: {out / 'videos'}  contact sheet: {out / 'contact_sheet.png'}  records: {out / 'episodes.json'}")
+    return 0
+
+
+def cli() -> None:
+    """Console-script entry point (``robocds-demo``)."""
+    run_cli(main, "robocds-demo")
 
 
 if __name__ == "__main__":
-    main()
+    cli()

@@ -1,3 +1,3 @@
-from robocds.eval.evaluate import main
+from robocds.eval.evaluate import cli
 
-main()
+cli()

@@ -28,13 +28,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from robocds.errors import ConfigError, int_at_least, output_dir, run_cli
 from robocds.eval.evaluate import write_text_atomic
 
 ANALYSIS_FILE = "analysis.json"
@@ -61,7 +61,7 @@ def analyse(module, batches) -> dict:
         agree_sums.append((q[own, :, own].argmax(-1) == actions).sum(1).double())
         count += b
     if count == 0:
-        raise ValueError("analyse: no batches (the dataset has no held-out episodes?)")
+        raise ConfigError("analyse: no batches (the dataset has no held-out episodes?)")
     return {
         "tasks": list(module.task_names),
         "transitions_per_task": count,
@@ -113,7 +113,7 @@ def held_out_batches(module, data: str, batches: int, batch_size: int, seed: int
     )
     for name in ("image_size", "proprio_dim", "num_actions"):
         if getattr(datamodule, name) != getattr(module, name):
-            raise ValueError(
+            raise ConfigError(
                 f"{data}: the dataset's {name}={getattr(datamodule, name)} but the checkpoint's is "
                 f"{getattr(module, name)}: analyse a checkpoint on the dataset it was trained on"
             )
@@ -203,21 +203,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", required=True, help="a MultiTaskCQL checkpoint (.ckpt)")
     parser.add_argument("--data", required=True, help="the dataset folder it was trained on")
     parser.add_argument("--out", required=True, help="output folder (writes analysis.json)")
-    parser.add_argument("--batches", type=int, default=8, help="held-out batches per task")
-    parser.add_argument("--batch-size", type=int, default=64, help="transitions per task per batch")
-    parser.add_argument("--episodes", type=int, default=4, help="closed-loop episodes per task (0: none)")
+    parser.add_argument("--batches", type=int_at_least(1), default=8, help="held-out batches per task")
+    parser.add_argument("--batch-size", type=int_at_least(1), default=64, help="transitions per task per batch")
+    parser.add_argument("--episodes", type=int_at_least(0), default=4, help="closed-loop episodes per task (0: none)")
     args = parser.parse_args(argv)
-    try:
-        result = analyse_checkpoint(args.checkpoint, args.data, args.batches, args.batch_size, args.episodes)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"robocds-analyse: {err}", file=sys.stderr)
-        return 1
-    out = Path(args.out)
+    out = output_dir(args.out)
+    result = analyse_checkpoint(args.checkpoint, args.data, args.batches, args.batch_size, args.episodes)
     write_text_atomic(out / ANALYSIS_FILE, json.dumps(result, indent=1) + "\n")
     print(markdown({Path(args.checkpoint).stem: summarize([result])}))
     print(f"outputs: {out / ANALYSIS_FILE}")
     return 0
 
 
+def cli() -> None:
+    """Console-script entry point (``robocds-analyse``)."""
+    run_cli(main, "robocds-analyse")
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    cli()

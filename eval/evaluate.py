@@ -28,6 +28,7 @@ from tqdm import tqdm
 from robocds.envs.media import label, write_video
 from robocds.envs.seeds import EVAL_SEED_START, SEED_END, eval_episode_seed
 from robocds.envs.tasks import TASK_NAMES, get_task
+from robocds.errors import ConfigError, int_at_least, output_dir, run_cli
 from robocds.eval.policy import OraclePolicy, Policy, RandomPolicy, load_checkpoint_policy
 from robocds.eval.stats import wilson_interval
 from robocds.eval.workers import ORACLE_ACTION, EnvSettings, WorkerPool
@@ -245,40 +246,70 @@ def write_text_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def make_policy(checkpoint: str | None, policy: str, device: str | None, seed: int) -> Policy:
+def make_policy(checkpoint: str | None, policy: str | None, device: str | None, seed: int) -> Policy:
     if checkpoint:
         return load_checkpoint_policy(checkpoint, device)
     if policy == "oracle":
         return OraclePolicy(TASK_NAMES)
     if policy == "random":
         return RandomPolicy(TASK_NAMES, seed)
-    raise ValueError("give --checkpoint, or --policy oracle|random")
+    raise ConfigError("--checkpoint / --policy: give --checkpoint, or --policy oracle|random")
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Roll a trained policy out in the simulated arm and report success.")
+def check_tasks(tasks: Sequence[str] | None, policy: Policy) -> list[str]:
+    """The tasks to evaluate (default: every task of the policy), each known to the suite and to the policy."""
+    for task in tasks or ():
+        try:
+            get_task(task)
+        except ValueError as err:
+            raise ConfigError(f"--tasks {task}: {err}") from None
+        if task not in policy.task_names:
+            raise ConfigError(f"--tasks {task}: the policy knows only {list(policy.task_names)}")
+    return list(tasks or policy.task_names)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="robocds-eval", description="Roll a trained policy out in the simulated arm and report success."
+    )
     parser.add_argument("--checkpoint", help="a MultiTaskCQL checkpoint (.ckpt); the model is rebuilt from it")
     parser.add_argument("--policy", choices=["oracle", "random"], help="evaluate a reference policy instead")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--tasks", nargs="+", help="task names (default: every task the policy knows)")
-    parser.add_argument("--episodes", type=int, default=50, help="episodes per task")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="env worker processes (0: in-process)")
-    parser.add_argument("--envs-per-worker", type=int, default=4, help="concurrent episodes per worker")
+    parser.add_argument("--episodes", type=int_at_least(1), default=50, help="episodes per task")
+    parser.add_argument(
+        "--workers", type=int_at_least(0), default=os.cpu_count() or 1, help="env worker processes (0: in-process)"
+    )
+    parser.add_argument("--envs-per-worker", type=int_at_least(1), default=4, help="concurrent episodes per worker")
     parser.add_argument("--device", help="policy device (default: cuda if available, else cpu)")
-    parser.add_argument("--seed", type=int, default=0, help="base seed of the evaluation episodes")
-    parser.add_argument("--videos", type=int, default=2, help="episodes per task to record as mp4")
+    parser.add_argument("--seed", type=int_at_least(0), default=0, help="base seed of the evaluation episodes")
+    parser.add_argument("--videos", type=int_at_least(0), default=2, help="episodes per task to record as mp4")
     parser.add_argument("--image-size", type=int, help="camera resolution (default: the checkpoint's, else 64)")
     parser.add_argument("--max-steps", type=int, default=40, help="horizon")
     parser.add_argument("--renderer", default="tiny", choices=["tiny", "egl"])
     parser.add_argument("--label", help="name of this run in reports (default: the policy's name)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # Everything is checked before the first rollout: output folder, policy (checkpoint), tasks, env settings.
+    out = output_dir(args.out)
+    if args.checkpoint and args.policy:
+        raise ConfigError("--checkpoint / --policy: give one of them, not both")
     policy = make_policy(args.checkpoint, args.policy, args.device, args.seed)
-    image_size = args.image_size or int(getattr(getattr(policy, "module", None), "hparams", {}).get("image_size", 64))
+    tasks = check_tasks(args.tasks, policy)
+    trained_size = getattr(getattr(policy, "module", None), "image_size", None)
+    if trained_size is not None and args.image_size not in (None, trained_size):
+        raise ConfigError(
+            f"--image-size {args.image_size}: the checkpoint was trained on {trained_size}x{trained_size} frames"
+        )
+    image_size = args.image_size or trained_size or 64
     settings = EnvSettings(image_size=image_size, max_steps=args.max_steps, renderer=args.renderer)
     summary = evaluate(
         policy,
-        args.out,
-        args.tasks,
+        out,
+        tasks,
         args.episodes,
         args.workers,
         settings,
@@ -287,11 +318,17 @@ def main(argv: list[str] | None = None) -> None:
         args.label,
         envs_per_worker=args.envs_per_worker,
     )
-    print(Path(args.out, TABLE_FILE).read_text())
+    print(Path(out, TABLE_FILE).read_text())
     if summary["errors"]:
         print(f"{summary['errors']} episode(s) ended in an error, counted as failures; reasons in summary.json")
-    print(f"outputs: {args.out}/{SUMMARY_FILE}, {args.out}/{TABLE_FILE}, {args.out}/videos/")
+    print(f"outputs: {out}/{SUMMARY_FILE}, {out}/{TABLE_FILE}, {out}/videos/")
+    return 0
+
+
+def cli() -> None:
+    """Console-script entry point (``robocds-eval``)."""
+    run_cli(main, "robocds-eval")
 
 
 if __name__ == "__main__":
-    main()
+    cli()

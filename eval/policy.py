@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from robocds.envs.actions import NUM_ACTIONS
+from robocds.errors import ConfigError
 
 
 class Policy(Protocol):
@@ -53,15 +54,29 @@ class ModulePolicy:
 
 
 def load_checkpoint_policy(checkpoint: str | Path, device: str | torch.device | None = None) -> ModulePolicy:
-    """Rebuild the model from a checkpoint's own saved hyperparameters and wrap it as a policy."""
-    from robocds.module import MultiTaskCQL  # torch-heavy: imported only when a checkpoint is used
+    """Rebuild the model from a checkpoint's own saved hyperparameters and wrap it as a policy.
+
+    Raises ``CheckpointError`` (a user error naming the file) for anything that is not a MultiTaskCQL
+    checkpoint; the file is loaded with ``weights_only=True``.
+    """
+    from robocds.checkpoint import load_module  # torch-heavy: imported only when a checkpoint is used
 
     path = Path(checkpoint)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    module = MultiTaskCQL.load_from_checkpoint(path, map_location=device)
+    module = load_module(path, map_location=policy_device(device))
     return ModulePolicy(module.eval(), name=path.stem)
+
+
+def policy_device(device: str | torch.device | None) -> torch.device:
+    """``device`` checked (default: cuda if available, else cpu); a ``ConfigError`` names a bad one."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"--device {device}: expected cpu, cuda or cuda:N") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: CUDA is not available on this machine")
+    return resolved
 
 
 class OraclePolicy:

@@ -19,6 +19,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from robocds.errors import ConfigError, output_dir, run_cli  # noqa: E402
 from robocds.eval.evaluate import SUMMARY_FILE, write_text_atomic  # noqa: E402
 from robocds.eval.stats import mean_interval  # noqa: E402
 
@@ -31,14 +32,16 @@ def load_summaries(folders: list[str | Path]) -> list[dict]:
     for folder in folders:
         path = Path(folder) / SUMMARY_FILE
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: no evaluation summary (is {folder!r} an evaluation folder?)")
+            raise ConfigError(f"{path}: no evaluation summary (is {str(folder)!r} an evaluation folder?)")
         try:
             summary = json.loads(path.read_text())
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path}: not valid JSON ({error})") from error
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ConfigError(f"{path}: not valid JSON ({error})") from None
+        if not isinstance(summary, dict):
+            raise ConfigError(f"{path}: expected a JSON object, got {type(summary).__name__}")
         for key in ("label", "per_task", "average_success"):
             if key not in summary:
-                raise ValueError(f"{path}: missing key {key!r}")
+                raise ConfigError(f"{path}: missing key {key!r}")
         summary["_folder"] = str(folder)
         summaries.append(summary)
     return summaries
@@ -130,15 +133,24 @@ def report(folders: list[str | Path], out_dir: str | Path) -> dict:
     return comparison
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Compare evaluation folders in one table and one bar chart.")
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="robocds-report", description="Compare evaluation folders in one table and one bar chart."
+    )
     parser.add_argument("folders", nargs="+", help="evaluation output folders (each with summary.json)")
     parser.add_argument("--out", required=True, help="output folder for report.md, report.json, success.png")
     args = parser.parse_args(argv)
+    output_dir(args.out)
     comparison = report(args.folders, args.out)
     print(markdown(comparison))
     print(f"outputs: {args.out}/report.md, {args.out}/report.json, {args.out}/success.png")
+    return 0
+
+
+def cli() -> None:
+    """Console-script entry point (``robocds-report``)."""
+    run_cli(main, "robocds-report")
 
 
 if __name__ == "__main__":
-    main()
+    cli()

@@ -14,8 +14,10 @@ import multiprocessing as mp
 from dataclasses import dataclass
 from typing import Any
 
+from robocds.envs.camera import MIN_IMAGE_SIZE, RENDERERS
 from robocds.envs.env import ManipulationEnv
 from robocds.envs.tasks import ScriptedOracle, get_task
+from robocds.errors import ConfigError
 
 ORACLE_ACTION = None  # a step command with this action asks the worker's scripted oracle to act
 
@@ -27,6 +29,18 @@ class EnvSettings:
     image_size: int = 64  # camera resolution (pixels)
     max_steps: int = 40  # horizon
     renderer: str = "tiny"  # "tiny" (CPU) or "egl"
+
+    def __post_init__(self) -> None:
+        # Checked here, before any worker starts: inside a worker every episode would fail on its own.
+        for name, low, why in (
+            ("image_size", MIN_IMAGE_SIZE, f"the camera renders frames of >= {MIN_IMAGE_SIZE} pixels"),
+            ("max_steps", 1, "must be an int >= 1"),
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ConfigError(f"{name}={value!r}: {why}")
+        if self.renderer not in RENDERERS:
+            raise ConfigError(f"renderer={self.renderer!r}: must be one of {RENDERERS}")
 
 
 class _EpisodeRunner:

@@ -30,10 +30,10 @@ from pathlib import Path
 import numpy as np
 
 from robocds.callbacks import sharing_key
-from robocds.datasets.errors import DatasetError
 from robocds.datasets.manifest import read_manifest
 from robocds.datasets.schema import MANIFEST_FILE, Manifest
 from robocds.envs.media import write_png
+from robocds.errors import USER_ERROR_STATUS, ConfigError, int_at_least, output_dir, report_error, run_cli
 from robocds.eval.analysis import ANALYSIS_FILE, summarize
 from robocds.eval.analysis import markdown as analysis_markdown
 from robocds.eval.evaluate import SUMMARY_FILE, write_text_atomic
@@ -188,11 +188,8 @@ def run_comparison(scale: Scale, out: Path, workers: int, extra_train_args: list
 
 
 def read_dataset(data: Path) -> Manifest:
-    """The dataset's manifest; an unreadable one ends the comparison with one line naming the file and field."""
-    try:
-        return read_manifest(str(data))
-    except DatasetError as err:
-        raise SystemExit(f"robocds-compare: {err}") from None
+    """The dataset's manifest; an unreadable one is a ``DatasetError`` (one line naming the file and field)."""
+    return read_manifest(str(data))
 
 
 def check_existing_data(data: Path, recipe: str) -> None:
@@ -203,8 +200,8 @@ def check_existing_data(data: Path, recipe: str) -> None:
 
     wanted, found = load_recipe(recipe).name, read_dataset(data).name
     if found != wanted:
-        raise SystemExit(
-            f"robocds-compare: {data / MANIFEST_FILE} holds dataset {found!r} but the recipe is {wanted!r}: "
+        raise ConfigError(
+            f"{data / MANIFEST_FILE}: holds dataset {found!r} but the recipe is {wanted!r}: "
             "choose another --out, or the recipe that folder was made with"
         )
 
@@ -283,25 +280,42 @@ def with_overrides(
     )
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Generate, train every method and seed, evaluate, and report.")
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="robocds-compare", description="Generate, train every method and seed, evaluate, and report."
+    )
     parser.add_argument("--scale", choices=sorted(SCALES), default="quick")
     parser.add_argument("--out", help="output folder (default: runs/compare-<scale>)")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="generation and evaluation workers")
+    parser.add_argument(
+        "--workers", type=int_at_least(0), default=os.cpu_count() or 1, help="generation and evaluation workers"
+    )
     parser.add_argument("--methods", nargs="+", choices=METHODS, help="override the scale's methods")
-    parser.add_argument("--seeds", nargs="+", type=int, help="override the scale's seeds")
+    parser.add_argument("--seeds", nargs="+", type=int_at_least(0), help="override the scale's seeds")
     parser.add_argument("--recipe", help="override the scale's dataset recipe (a packaged name or a recipe file)")
     parser.add_argument("train_args", nargs="*", help="extra arguments for `robocds fit`, after --")
     args = parser.parse_args(argv)
     scale = with_overrides(SCALES[args.scale], recipe=args.recipe, methods=args.methods, seeds=args.seeds)
-    out = Path(args.out or f"runs/compare-{args.scale}")
+    out = output_dir(args.out or f"runs/compare-{args.scale}")
+    from robocds.datasets.recipe import load_recipe
+
+    load_recipe(scale.recipe)  # a bad recipe fails now, not after the output folder is made
     start = time.perf_counter()
     try:
         run_comparison(scale, out, args.workers, args.train_args)
-    except subprocess.CalledProcessError as err:  # the stage printed its own error above
-        raise SystemExit(f"robocds-compare: a stage failed (exit code {err.returncode}): {' '.join(err.cmd)}") from None
+    except subprocess.CalledProcessError as err:  # the stage printed its own error (or traceback) above
+        message = f"a stage failed (exit code {err.returncode}): {' '.join(err.cmd)}"
+        if err.returncode == USER_ERROR_STATUS:
+            raise ConfigError(message) from None
+        report_error("robocds-compare", message)
+        return 1
     print(f"wall time: {(time.perf_counter() - start) / 60:.1f} min")
+    return 0
+
+
+def cli() -> None:
+    """Console-script entry point (``robocds-compare``)."""
+    run_cli(main, "robocds-compare")
 
 
 if __name__ == "__main__":
-    main()
+    cli()

@@ -1,6 +1,6 @@
 """``python -m robocds.train fit --config ...``: the ``robocds`` command."""
 
-from robocds.train.cli import main
+from robocds.train.cli import cli
 
 if __name__ == "__main__":
-    main()
+    cli()

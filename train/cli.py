@@ -24,9 +24,12 @@ linked into the model when the data module is instantiated, so they are never ty
 
 from __future__ import annotations
 
+import os
+import re
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from lightning.pytorch import LightningDataModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -34,6 +37,8 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from robocds.callbacks import DataSharing
+from robocds.checkpoint import load_checkpoint
+from robocds.errors import USER_ERROR_STATUS, ConfigError, report_error, run_cli, user_error_in
 from robocds.module import MultiTaskCQL
 from robocds.train.layout import BEST_CHECKPOINT, CSV_FOLDER, LAST_CHECKPOINT
 
@@ -53,10 +58,72 @@ CHECKPOINT_DEFAULTS = {
 }
 
 
+PROG = "robocds"
+
+
+def condense_parser_message(message: str) -> str:
+    """jsonargparse's multi-line error (nested ``Parser key`` sections, a union's alternatives, the given
+    value) as one ``--<key path>: <problem>`` line: the keys joined, the ``None`` alternative dropped."""
+    keys: list[str] = []
+    problems: list[str] = []
+    skip_below: int | None = None  # indentation of a dropped list item: its sub-lines go too
+    for raw in message.splitlines():
+        text = raw.strip()
+        indent = len(raw) - len(raw.lstrip())
+        if skip_below is not None and indent > skip_below:
+            continue
+        skip_below = None
+        item = text[2:] if text.startswith("- ") else text
+        if not item or item.startswith(_NOISE):
+            continue
+        if item.startswith("Expected a <class 'NoneType'>"):
+            skip_below = indent
+            continue
+        key = _PARSER_KEY.match(item)
+        if key:
+            keys.append(key.group(1))
+            item = key.group(2)
+        if item:
+            problems.append(item)
+    what = ".".join(dict.fromkeys(keys))
+    why = "; ".join(dict.fromkeys(problems)) or message.strip()
+    return f"--{what}: {why}" if what else why
+
+
+_PARSER_KEY = re.compile(r'Parser key "([^"]+)":\s*(.*)')
+_NOISE = (
+    "Does not validate against any of the Union subtypes",
+    "Subtypes:",
+    "Errors:",
+    "Given value type:",
+    "Given value:",
+    "Problem with given class_path",
+)
+
+
+class RoboCDSParser(LightningArgumentParser):
+    """A LightningArgumentParser whose command-line errors end in one line, ``robocds: error: ...``, exit 2
+    (jsonargparse prints the whole usage and, for a data-module argument, every union alternative)."""
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        # Not exiting (nested parsers) or JSONARGPARSE_DEBUG set (a developer wants the whole story): as upstream.
+        if not self.exit_on_error or os.environ.get("JSONARGPARSE_DEBUG"):
+            super().error(message, ex)
+        cause = user_error_in(ex) if ex is not None else None
+        report_error(PROG, str(cause) if cause is not None else condense_parser_message(message))
+        self.exit(USER_ERROR_STATUS)
+
+
 class RoboCDSCLI(LightningCLI):
-    """LightningCLI with MultiTaskCQL as the model, any LightningDataModule (by class path) as data."""
+    """LightningCLI with MultiTaskCQL as the model, any LightningDataModule (by class path) as data.
+
+    User errors end in one line (see ``robocds.errors``): command-line and config errors through
+    ``RoboCDSParser``; a setting the data module or the model refuses when they are built is raised as a
+    ``ConfigError``; ``--ckpt_path`` is checked (and always loaded with ``weights_only=True``).
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("parser_class", RoboCDSParser)
         kwargs.setdefault("model_class", MultiTaskCQL)
         kwargs.setdefault("datamodule_class", LightningDataModule)
         kwargs.setdefault("subclass_mode_data", True)
@@ -74,6 +141,33 @@ class RoboCDSCLI(LightningCLI):
         parser.set_defaults(CHECKPOINT_DEFAULTS)
         for key in LINKED_FROM_DATA:
             parser.link_arguments(f"data.{key}", f"model.{key}", apply_on="instantiate")
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        section = self.config.get(subcommand) if subcommand else None
+        if section is None:
+            return
+        if section.get("weights_only") is False:
+            raise ConfigError(
+                "--weights_only false: refused; robocds checkpoints hold only tensors and plain data, and a full "
+                "unpickle could run code hidden in the file"
+            )
+        if "weights_only" in section:
+            section["weights_only"] = True  # explicit, whatever torch's default
+        if section.get("ckpt_path"):
+            # Before Lightning reads its hyperparameters: a bad file ends as one line naming it.
+            load_checkpoint(section["ckpt_path"])
+
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except ValueError as err:
+            if user_error_in(err) is not None:
+                raise
+            # A settings check (``__post_init__``, the module's constructor) refused a configured value;
+            # jsonargparse wraps the data module's in a union-type error: keep the real problem only.
+            raise ConfigError(condense_parser_message(str(err))) from err
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         trainer_config = self._get(self.config_init, "trainer", default={})
@@ -110,11 +204,16 @@ def _packaged_config(value: str) -> str:
     return value
 
 
-def main(args: list[str] | None = None) -> None:
-    """Console-script entry point (``robocds``)."""
+def main(args: Sequence[str] | None = None) -> None:
+    """Run the CLI (``args=None``: the command line)."""
     if args is None:
         # Rewritten in place: Lightning's DDP launcher re-runs sys.argv for the other ranks.
         sys.argv[1:] = resolve_config_args(sys.argv[1:])
         RoboCDSCLI()
     else:
-        RoboCDSCLI(args=resolve_config_args(args))
+        RoboCDSCLI(args=resolve_config_args(list(args)))
+
+
+def cli() -> None:
+    """Console-script entry point (``robocds``): user errors end in one line, exit status 2."""
+    run_cli(main, PROG)

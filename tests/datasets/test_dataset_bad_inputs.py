@@ -28,6 +28,7 @@ from robocds.datasets.schema import (
     SCHEMA_VERSION,
 )
 from robocds.datasets.streaming import StreamingMultiTaskDataset
+from robocds.errors import run_cli
 
 KEY = "lift-cube-000001"  # the damaged sample: the second episode of lift-cube's first shard
 
@@ -227,9 +228,12 @@ def test_unknown_task_selected(tiny_root):
 def test_inspect_reports_the_problem_and_fails(dataset_copy, capsys):
     shard = first_shard(dataset_copy)
     rewrite_sample(shard, edit_array(KEY_TASK_REWARDS, nan_reward), index=1)
-    assert inspect_main([str(dataset_copy), "--no-progress", "--no-media"]) == 1
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(inspect_main, "robocds-inspect", [str(dataset_copy), "--no-progress", "--no-media"])
+    assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert "INVALID" in err and str(shard) in err and KEY in err and KEY_TASK_REWARDS in err
+    assert err.startswith("robocds-inspect: error: ") and err.count("\n") == 1, err
+    assert str(shard) in err and KEY in err and KEY_TASK_REWARDS in err
 
 
 def test_analysing_a_checkpoint_on_another_dataset_names_the_mismatch(tiny_root):

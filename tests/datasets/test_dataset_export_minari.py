@@ -23,6 +23,7 @@ from robocds.datasets.recipe import recipe_from_dict
 from robocds.datasets.replay import load_task_episodes
 from robocds.envs.env import INFO_SUCCESS, INFO_TASK_REWARDS, INFO_TASK_SUCCESSES
 from robocds.envs.registration import env_id
+from robocds.errors import run_cli as run_main
 
 minari = pytest.importorskip("minari", reason="the minari extra (pip install 'robocds[minari]') is not installed")
 
@@ -187,8 +188,9 @@ def test_refuses_to_mix_exports_of_different_datasets(tiny_root, exported, tmp_p
 
 
 def run_cli(args: list[str], capsys) -> tuple[int, str]:
-    code = main(["minari", *args, "--no-progress"])
-    return code, capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        run_main(main, "robocds-export", ["minari", *args, "--no-progress"])
+    return info.value.code, capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -23,6 +23,7 @@ from robocds.datasets.replay import load_task_episodes
 from robocds.datasets.schema import SAMPLE_KEYS, SCHEMA_VERSION
 from robocds.envs.env import ManipulationEnv
 from robocds.envs.tasks import TASK_NAMES
+from robocds.errors import run_cli
 
 ARRAYS = ("frames", "proprio", "actions", "task_rewards", "task_successes", "terminated", "truncated")
 
@@ -167,8 +168,13 @@ def test_a_root_of_another_recipe_is_refused(tiny_root, tiny_recipe, tmp_path, d
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
-    assert main(["tiny", "--root", str(tmp_path / "d"), "--shard-range", "9:99"]) == 1
-    assert "--shard-range" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(main, "robocds-generate", ["tiny", "--root", str(tmp_path / "d"), "--shard-range", "9:99"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == (
+        "robocds-generate: error: --shard-range='9:99': need 0 <= START < STOP <= 5 (the recipe has 5 shards)\n"
+    )
+    assert not (tmp_path / "d").exists()  # refused before anything was written
     assert main(["tiny", "--list"]) == 0
     assert "shard-000000.tar" in capsys.readouterr().out
 

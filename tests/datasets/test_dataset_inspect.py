@@ -7,6 +7,7 @@ import imageio.v2 as imageio
 import pytest
 
 from robocds.datasets.inspection import main
+from robocds.errors import ConfigError
 
 
 def test_inspect_prints_statistics_and_writes_media(tiny_root, tmp_path, capsys):
@@ -27,7 +28,7 @@ def test_inspect_prints_statistics_and_writes_media(tiny_root, tmp_path, capsys)
 
 
 def test_inspect_rejects_bad_episode_references(tiny_root, capsys):
-    assert main([str(tiny_root), "--no-media", "--episodes", "lift-cube:99"]) == 1
-    assert "episodes 0..3" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="episodes 0..3"):
+        main([str(tiny_root), "--no-media", "--episodes", "lift-cube:99"])
     with pytest.raises(SystemExit):
         main([])

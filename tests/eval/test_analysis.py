@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from robocds.envs.env import PROPRIO_DIM
+from robocds.errors import CheckpointError
 from robocds.eval.analysis import analyse, main, markdown, on_policy_agreement, summarize
 from robocds.module import MultiTaskCQL
 
@@ -44,9 +45,9 @@ def test_a_model_that_always_prefers_the_data_action_agrees_everywhere():
     assert "| task_0 |" in markdown({"m": summary})
 
 
-def test_cli_names_a_missing_checkpoint(tmp_path, capsys):
-    assert main(["--checkpoint", str(tmp_path / "nope.ckpt"), "--data", str(tmp_path), "--out", str(tmp_path)]) == 1
-    assert "nope.ckpt" in capsys.readouterr().err
+def test_cli_names_a_missing_checkpoint(tmp_path):
+    with pytest.raises(CheckpointError, match="nope.ckpt: no such file"):
+        main(["--checkpoint", str(tmp_path / "nope.ckpt"), "--data", str(tmp_path), "--out", str(tmp_path)])
     assert not (tmp_path / "analysis.json").exists()
 
 

@@ -2,6 +2,7 @@ import json
 
 import pytest
 
+from robocds.errors import ConfigError
 from robocds.eval.report import load_summaries, report
 
 
@@ -32,7 +33,7 @@ def test_report_merges_seeds_per_method(tmp_path):
 
 
 def test_a_folder_without_summary_is_named_in_the_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nothing-here"):
+    with pytest.raises(ConfigError, match="nothing-here"):
         load_summaries([tmp_path / "nothing-here"])
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "summary.json").write_text('{"label": "x"}')

@@ -6,6 +6,8 @@ import sys
 import pytest
 
 from robocds.callbacks import sharing_key
+from robocds.datasets.errors import DatasetError
+from robocds.errors import ConfigError
 from robocds.pipeline.compare import (
     SCALES,
     ExperimentLayout,
@@ -58,14 +60,14 @@ def test_command_line_overrides_replace_only_what_they_name():
 def test_resuming_on_data_from_another_recipe_is_refused_by_name(tmp_path, tiny_root):
     check_existing_data(tmp_path, "quickstart")  # no dataset yet: nothing to check
     check_existing_data(tiny_root, "tiny")
-    with pytest.raises(SystemExit, match=r"manifest.json holds dataset 'tiny' but the recipe is 'quickstart'"):
+    with pytest.raises(ConfigError, match=r"manifest.json: holds dataset 'tiny' but the recipe is 'quickstart'"):
         check_existing_data(tiny_root, "quickstart")
 
 
 def test_an_unreadable_manifest_ends_the_comparison_naming_file_and_field(dataset_copy):
     manifest = dataset_copy / "manifest.json"
     manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "name": 7}))
-    with pytest.raises(SystemExit, match=r"manifest.json.*name.*expected str, got 7"):
+    with pytest.raises(DatasetError, match=r"manifest.json.*name.*expected str, got 7"):
         check_existing_data(dataset_copy, "tiny")
 
 

@@ -1,0 +1,71 @@
+"""Reading checkpoints: always with ``weights_only=True``, and a file that is not one is called so.
+
+``torch.load(..., weights_only=True)`` unpickles only tensors and plain containers, so a checkpoint
+from elsewhere cannot run code when loaded (safe from torch 2.6 on, which fixed CVE-2025-32434).
+robocds checkpoints hold nothing else (settings are stored as plain dicts, see ``robocds.config``).
+Every failure is a ``CheckpointError`` naming the file: missing, not a checkpoint (random bytes, a
+truncated archive), holding objects only a full unpickle could build, or not a ``MultiTaskCQL`` one.
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from robocds.errors import CheckpointError
+
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save writes a zip archive (the only format since torch 1.6)
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
+def check_checkpoint_file(path: str | Path) -> Path:
+    """``path`` if it is a file that starts like a torch checkpoint; a ``CheckpointError`` otherwise (cheap)."""
+    file = Path(path)
+    if not file.exists():
+        raise CheckpointError(f"{file}: no such file")
+    if not file.is_file():
+        raise CheckpointError(f"{file}: not a checkpoint: it is a folder, not a file")
+    with file.open("rb") as handle:
+        head = handle.read(len(ZIP_MAGIC))
+    if head != ZIP_MAGIC:
+        raise CheckpointError(f"{file}: not a checkpoint (a checkpoint written by torch.save is a zip archive)")
+    return file
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The checkpoint's contents, loaded with ``weights_only=True``; it must be a Lightning checkpoint."""
+    file = check_checkpoint_file(path)
+    try:
+        data = torch.load(file, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f"{file}: refused: it holds Python objects that only a full unpickle could build, which could run code "
+            f"(weights_only=True: {_first_line(err)})"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as err:
+        raise CheckpointError(f"{file}: not a checkpoint: damaged or truncated ({_first_line(err)})") from None
+    if not isinstance(data, dict) or "state_dict" not in data:
+        raise CheckpointError(f"{file}: not a Lightning checkpoint (no 'state_dict')")
+    return data
+
+
+def load_module(path: str | Path, map_location: str | torch.device = "cpu"):
+    """A ``MultiTaskCQL`` rebuilt from the checkpoint's own hyperparameters, on ``map_location``."""
+    from robocds.module import MultiTaskCQL
+
+    file = Path(path)
+    data = load_checkpoint(file)
+    if not isinstance(data.get("hyper_parameters"), dict) or "num_tasks" not in data["hyper_parameters"]:
+        raise CheckpointError(f"{file}: not a MultiTaskCQL checkpoint (no num_tasks among its hyperparameters)")
+    try:
+        return MultiTaskCQL.load_from_checkpoint(file, map_location=map_location, weights_only=True)
+    except (TypeError, KeyError, RuntimeError, ValueError) as err:
+        raise CheckpointError(f"{file}: not a MultiTaskCQL checkpoint ({_first_line(err)})") from None
