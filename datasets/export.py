@@ -11,10 +11,11 @@ Formats: ``minari`` (one Minari dataset per task; needs ``pip install 'robocds[m
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 
 from robocds.datasets.errors import DatasetError
-from robocds.errors import ConfigError, run_cli
+from robocds.errors import INTERRUPTED_STATUS, ConfigError, run_cli
 
 PROG = "robocds-export"
 
@@ -51,6 +52,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise ConfigError(str(err)) from None
     except OSError as err:  # --out not writable, a file where a folder should be, disk full ...
         raise ConfigError(f"{err.filename}: {err.strerror}" if err.filename else str(err)) from None
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; finished tasks are kept, rerun the same command to resume", file=sys.stderr)
+        return INTERRUPTED_STATUS
     for r in results:
         how = "kept (exported earlier from the same manifest)" if r.kept else "written"
         print(f"{r.dataset_id}: {r.episodes} episodes, {r.steps} steps, {how}: {r.path}")

@@ -208,6 +208,8 @@ def export_minari(
     out.mkdir(parents=True, exist_ok=True)
     results, todo = [], []
     for name in names:
+        for stale in out.glob(f".{name}.*{TEMP_SUFFIX}"):
+            shutil.rmtree(stale, ignore_errors=True)  # a killed run's: its task restarts (or was already in place)
         final = dataset_folder(out, namespace, name)
         if final.exists():
             found = exported_manifest_sha256(final)
@@ -241,6 +243,8 @@ def export_minari(
     finally:
         if bar is not None:
             bar.close()
+        for name in todo:  # again here: a Ctrl-C can land inside a task's own clean-up and cut it short
+            shutil.rmtree(temp_root(out, name), ignore_errors=True)
     _write_namespace_metadata(out, namespace, manifest, NAMESPACE_METADATA_FILENAME)
     order = {name: i for i, name in enumerate(names)}
     return sorted(results, key=lambda r: order[r.task])
@@ -263,9 +267,7 @@ def _export_task(
     import robocds.envs  # noqa: F401 - registers robocds/<task>-v0
 
     final = dataset_folder(out, namespace, task)
-    for stale in out.glob(f".{task}.*{TEMP_SUFFIX}"):
-        shutil.rmtree(stale, ignore_errors=True)  # left by an interrupted run: this task restarts
-    tmp = out / f".{task}.{os.getpid()}{TEMP_SUFFIX}"
+    tmp = temp_root(out, task)
     ident = dataset_id(namespace, task)
     entry = manifest.task(task)
     column = list(manifest.reward_tasks).index(task)
@@ -312,6 +314,11 @@ def _export_task(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return TaskExport(task, ident, final, entry.episodes, entry.transitions, kept=False)
+
+
+def temp_root(out: Path, task: str) -> Path:
+    """This process's hidden Minari root for building ``task`` (same filesystem as ``out``: rename is atomic)."""
+    return out / f".{task}.{os.getpid()}{TEMP_SUFFIX}"
 
 
 def _write_namespace_metadata(out: Path, namespace: str, manifest: Manifest, filename: str) -> None:

@@ -5,7 +5,12 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 import weakref
 from pathlib import Path
 
@@ -17,6 +22,7 @@ from dataset_helpers import first_shard, load, npy, rewrite_sample
 import robocds.datasets.minari_export as minari_export
 from robocds.datasets.errors import DatasetError
 from robocds.datasets.export import main
+from robocds.datasets.generate import generate
 from robocds.datasets.manifest import read_manifest
 from robocds.datasets.minari_export import export_minari
 from robocds.datasets.recipe import recipe_from_dict
@@ -177,6 +183,44 @@ def test_interrupted_export_keeps_finished_tasks_and_restarts_the_rest(tiny_root
             np.testing.assert_array_equal(a.actions, b.actions)
 
 
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
+def test_killed_export_shows_only_complete_tasks_and_a_rerun_finishes(sig, tiny_root, exported, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "robocds.datasets.export", "minari", str(tiny_root), "--out", str(out)]
+    proc = subprocess.Popen(command, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = out / "robocds" / "tiny" / "lift-cube-v0"
+    try:
+        deadline = time.monotonic() + 120
+        while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        os.killpg(proc.pid, sig)  # while a later task is being written
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130 and b"rerun the same command to resume" in stderr
+        assert not list(out.glob(".*.tmp"))
+    visible = sorted(p.name for p in (out / "robocds" / "tiny").glob("*-v0"))
+    assert "lift-cube-v0" in visible and len(visible) < len(TASKS), visible  # killed mid-export
+    for name in visible:  # whatever is visible is complete
+        task = name[: -len("-v0")]
+        steps = load_exported(exported, task, monkeypatch).total_steps
+        assert load_exported(out, task, monkeypatch).total_steps == steps
+
+    rerun = subprocess.run(command + ["--no-progress"], capture_output=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr.decode()
+    assert "kept (exported earlier from the same manifest)" in rerun.stdout.decode()
+    assert not list(out.glob(".*.tmp"))  # a kill -9's temporary root is deleted by the rerun
+    for task in TASKS:
+        resumed, fresh = load_exported(out, task, monkeypatch), load_exported(exported, task, monkeypatch)
+        assert (resumed.total_episodes, resumed.total_steps) == (fresh.total_episodes, fresh.total_steps)
+        for a, b in zip(resumed.iterate_episodes(), fresh.iterate_episodes()):
+            np.testing.assert_array_equal(a.observations["image"], b.observations["image"])
+            np.testing.assert_array_equal(a.rewards, b.rewards)
+
+
 def test_refuses_to_mix_exports_of_different_datasets(tiny_root, exported, tmp_path):
     out = Path(shutil.copytree(exported, tmp_path / "out"))
     metadata = out / "robocds" / "tiny" / "lift-cube-v0" / "data" / "metadata.json"
@@ -229,3 +273,19 @@ def test_bad_input_gives_one_line_and_status_2(case, expected, dataset_copy, tmp
     if case == "corrupt shard":  # nothing of the bad task reached the output
         assert not (out / "robocds" / "tiny" / "lift-cube-v0").exists()
         assert not list(out.glob(".*.tmp"))
+
+
+def test_a_mixture_records_its_noise_components_in_episode_order(tmp_path, monkeypatch):
+    components = [
+        {"episodes": 2, "random_action_prob": 0.9, "position_std": 0.03},
+        {"episodes": 1, "random_action_prob": 0.0, "position_std": 0.0},
+    ]
+    recipe = recipe_from_dict(
+        {"name": "mix", "image_size": 16, "max_steps": 4, "tasks": {"lift-cube": {"components": components}}}
+    )
+    generate(recipe, str(tmp_path / "data"), workers=0, progress=False)
+    export_minari(str(tmp_path / "data"), tmp_path / "out", progress=False)
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "out"))
+    dataset = minari.load_dataset("robocds/mix/lift-cube-v0")
+    assert dataset.storage.metadata["robocds"]["oracle_noise"] == components
+    assert dataset.total_episodes == 3
