@@ -5,7 +5,11 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from collections.abc import Callable
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -57,3 +61,24 @@ def edit_manifest(root: Path, change: Callable[[dict], None]) -> None:
     data = json.loads(path.read_text())
     change(data)
     path.write_text(json.dumps(data))
+
+
+def interrupt_when(
+    command: Sequence[str], ready: Callable[[], bool], sig: int, timeout: float = 120.0
+) -> tuple[int, bytes]:
+    """Run ``command`` in its own process group, send ``sig`` to the group once ``ready()`` holds, and
+    return (exit status, stderr). Fails if the command ends, or ``timeout`` passes, before it is ready."""
+    proc = subprocess.Popen(command, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            assert proc.poll() is None, "the command ended before it could be interrupted"
+            assert time.monotonic() < deadline, "the command never got ready to be interrupted"
+            time.sleep(0.005)
+        os.killpg(proc.pid, sig)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return proc.returncode, stderr

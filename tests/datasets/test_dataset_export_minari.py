@@ -5,19 +5,17 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
-import os
 import shutil
 import signal
 import subprocess
 import sys
-import time
 import weakref
 from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import pytest
-from dataset_helpers import first_shard, load, npy, rewrite_sample
+from dataset_helpers import first_shard, interrupt_when, load, npy, rewrite_sample
 
 import robocds.datasets.minari_export as minari_export
 from robocds.datasets.errors import DatasetError
@@ -187,20 +185,10 @@ def test_interrupted_export_keeps_finished_tasks_and_restarts_the_rest(tiny_root
 def test_killed_export_shows_only_complete_tasks_and_a_rerun_finishes(sig, tiny_root, exported, tmp_path, monkeypatch):
     out = tmp_path / "out"
     command = [sys.executable, "-m", "robocds.datasets.export", "minari", str(tiny_root), "--out", str(out)]
-    proc = subprocess.Popen(command, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     first = out / "robocds" / "tiny" / "lift-cube-v0"
-    try:
-        deadline = time.monotonic() + 120
-        while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.005)
-        os.killpg(proc.pid, sig)  # while a later task is being written
-        _, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    status, stderr = interrupt_when(command, first.exists, sig)  # while a later task is being written
     if sig == signal.SIGINT:
-        assert proc.returncode == 130 and b"rerun the same command to resume" in stderr
+        assert status == 130 and b"rerun the same command to resume" in stderr
         assert not list(out.glob(".*.tmp"))
     visible = sorted(p.name for p in (out / "robocds" / "tiny").glob("*-v0"))
     assert "lift-cube-v0" in visible and len(visible) < len(TASKS), visible  # killed mid-export

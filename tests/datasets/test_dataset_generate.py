@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import webdataset as wds
 import yaml
-from dataset_helpers import file_digests
+from dataset_helpers import file_digests, interrupt_when
 
 from robocds.datasets.episode import record_episode
 from robocds.datasets.errors import DatasetError
@@ -100,14 +98,6 @@ def _one_shard_each(tmp_path: Path, tiny_recipe) -> Path:
     return path
 
 
-def _wait_for_shards(root: Path, proc: subprocess.Popen, count: int, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while len(list(root.glob("*/shard-*.tar"))) < count:
-        assert proc.poll() is None, "generation ended before it could be interrupted"
-        assert time.monotonic() < deadline, "no shard appeared"
-        time.sleep(0.005)
-
-
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
 def test_interrupted_run_resumes_to_the_same_dataset(tiny_recipe, tmp_path, sig):
     """kill -9 (of the whole process group) or Ctrl-C mid-run: no partial shard is visible, and rerunning
@@ -117,22 +107,10 @@ def test_interrupted_run_resumes_to_the_same_dataset(tiny_recipe, tmp_path, sig)
     generate(tiny_recipe.with_overrides(episodes_per_shard=1), str(reference), workers=0, progress=False)
 
     root = tmp_path / "data"
-    proc = subprocess.Popen(
-        _cli(recipe_path, root, "--workers", "1"),
-        start_new_session=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        _wait_for_shards(root, proc, 2)
-        os.killpg(proc.pid, sig)
-        _, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    command = _cli(recipe_path, root, "--workers", "1")
+    status, stderr = interrupt_when(command, lambda: len(list(root.glob("*/shard-*.tar"))) >= 2, sig)
     if sig == signal.SIGINT:
-        assert proc.returncode == 130 and b"rerun the same command to resume" in stderr
+        assert status == 130 and b"rerun the same command to resume" in stderr
     finished = sorted(root.glob("*/shard-*.tar"))
     assert 2 <= len(finished) < len(plan_shards(tiny_recipe.with_overrides(episodes_per_shard=1)))
     assert not (root / "manifest.json").exists()
