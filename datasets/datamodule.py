@@ -1,8 +1,9 @@
 """``OfflineDataModule``: the dataset as a LightningDataModule (in-memory replay or streaming shards).
 
 Construction reads only ``manifest.json`` (cheap, no decoding), so the LightningCLI can link
-``num_tasks``, ``task_names``, ``image_size``, ``proprio_dim`` and ``num_actions`` into the model
-with ``apply_on="instantiate"``. ``setup`` does the heavy part (decoding into memory, or nothing
+``num_tasks``, ``task_names``, ``image_size``, ``proprio_dim``, ``num_actions`` and ``env`` (the env
+settings the data was recorded with, which evaluation rebuilds the env from) into the model with
+``apply_on="instantiate"``. ``setup`` does the heavy part (decoding into memory, or nothing
 for streaming but the small validation set).
 
 Training batches follow ``robocds.datasets.schema`` ([T, B, ...], T = ``num_tasks`` in the order of
@@ -212,8 +213,9 @@ class OfflineDataModule(pl.LightningDataModule):
         return self.manifest.num_actions
 
     @property
-    def action_names(self) -> list[str]:
-        return list(self.manifest.actions)
+    def env(self) -> dict[str, Any]:
+        """The manifest's env settings as plain JSON (``robocds.envs.suite.EnvSettings``): carried into checkpoints."""
+        return self.manifest.env.to_json_dict()
 
     @property
     def obs_shape(self) -> tuple[int, int, int]:

@@ -1,4 +1,7 @@
-"""One recorded episode: recording it from the env, encoding it as a sample and decoding (validating) it.
+"""One recorded episode: its arrays, encoding it as a sample and decoding (validating) it.
+
+Recording an episode in the simulator lives in ``robocds.datasets.recording`` (generation only): this
+module, like every reader, never loads the simulator.
 
 ``decode_episode`` is the single gate every reader goes through (in-memory loader, streaming
 loader, inspection): it rejects anything that does not match ``robocds.datasets.schema`` with a
@@ -32,12 +35,9 @@ from robocds.datasets.schema import (
     episode_key,
 )
 from robocds.envs.actions import NUM_ACTIONS
-from robocds.envs.env import INFO_TASK_REWARDS, INFO_TASK_SUCCESSES, ManipulationEnv
-from robocds.envs.seeds import data_episode_seed
-from robocds.envs.tasks import TASK_NAMES, OracleNoise, ScriptedOracle, get_task, task_index
+from robocds.envs.suite import check_task
 
 PNG_COMPRESSION = 3  # zlib level: 3 is ~2x faster to write than 9 for a few % more bytes
-ORACLE_STREAM = 1  # mixes into the oracle's seed so its noise is independent of the scene's RNG
 
 
 @dataclass
@@ -60,65 +60,6 @@ class Episode:
     @property
     def key(self) -> str:
         return episode_key(self.meta.task, self.meta.episode)
-
-
-def oracle_seed(episode_seed: int) -> int:
-    """Seed of the oracle's noise for the episode reset with ``episode_seed``."""
-    return int(np.random.SeedSequence([episode_seed, ORACLE_STREAM]).generate_state(1, np.uint32)[0])
-
-
-def record_episode(env: ManipulationEnv, noise: OracleNoise, base_seed: int, episode: int) -> Episode:
-    """Play episode ``episode`` of ``env``'s task with a scripted oracle of the given noise.
-
-    The episode is a pure function of (task, noise, base_seed, episode) and the env settings: the
-    reset seed comes from ``data_episode_seed`` and the oracle gets a fresh RNG derived from it.
-    """
-    task = env.task.name
-    seed = data_episode_seed(base_seed, task_index(task), episode)
-    o_seed = oracle_seed(seed)
-    oracle = ScriptedOracle(get_task(task), noise, seed=o_seed)
-    obs, _ = env.reset(seed=seed)
-    oracle.reset()
-    frames, proprio = [obs["image"]], [obs["proprio"]]
-    actions, rewards, successes, terminated, truncated = [], [], [], [], []
-    done = False
-    while not done:
-        action = oracle.act(env)
-        obs, _, term, trunc, info = env.step(action)
-        frames.append(obs["image"])
-        proprio.append(obs["proprio"])
-        actions.append(action)
-        rewards.append(info[INFO_TASK_REWARDS])
-        successes.append(info[INFO_TASK_SUCCESSES])
-        terminated.append(term)
-        truncated.append(trunc)
-        done = term or trunc
-    own = task_index(task)
-    task_rewards = np.asarray(rewards, dtype=np.float32)
-    meta = EpisodeMeta(
-        schema_version=SCHEMA_VERSION,
-        task=task,
-        episode=episode,
-        seed=seed,
-        oracle_seed=o_seed,
-        random_action_prob=float(noise.random_action_prob),
-        position_std=float(noise.position_std),
-        length=len(actions),
-        success=bool(terminated[-1]),
-        episode_return=float(task_rewards[:, own].sum()),
-        image_size=int(frames[0].shape[0]),
-        reward_tasks=TASK_NAMES,
-    )
-    return Episode(
-        frames=np.stack(frames).astype(np.uint8, copy=False),
-        proprio=np.stack(proprio).astype(np.float32, copy=False),
-        actions=np.asarray(actions, dtype=np.int64),
-        task_rewards=task_rewards,
-        task_successes=np.asarray(successes, dtype=bool),
-        terminated=np.asarray(terminated, dtype=bool),
-        truncated=np.asarray(truncated, dtype=bool),
-        meta=meta,
-    )
 
 
 # ----------------------------------------------------------------------------- encoding
@@ -232,14 +173,14 @@ def decode_episode(
     if meta.schema_version != SCHEMA_VERSION:
         raise bad(f"{KEY_META}:schema_version", f"{meta.schema_version}, this reader supports {SCHEMA_VERSION}")
     try:
-        get_task(meta.task)
+        check_task(meta.task)
     except ValueError as err:
         raise bad(f"{KEY_META}:task", str(err)) from None
     if expected_task is not None and meta.task != expected_task:
         raise bad(f"{KEY_META}:task", f"{meta.task!r} in the shard set of task {expected_task!r}")
     for name in meta.reward_tasks:
         try:
-            get_task(name)
+            check_task(name)
         except ValueError as err:
             raise bad(f"{KEY_META}:reward_tasks", str(err)) from None
     if meta.length < 1:

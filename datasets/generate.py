@@ -29,10 +29,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from robocds.datasets.episode import encode_episode, record_episode
+from robocds.datasets.episode import encode_episode
 from robocds.datasets.errors import DatasetError
 from robocds.datasets.manifest import ShardSummary, build_manifest, summarise_shard
 from robocds.datasets.recipe import Recipe, load_recipe, recipe_from_dict
+from robocds.datasets.recording import record_episode
 from robocds.datasets.schema import MANIFEST_FILE, RECIPE_FILE, shard_name, shard_relpath
 from robocds.datasets.storage import (
     exists,
@@ -97,12 +98,12 @@ _env_cache: dict[tuple, Any] = {}  # one env per (task, settings) per process: b
 def _env_for(recipe: Recipe, task: str):
     from robocds.envs.env import ManipulationEnv
 
-    key = (task, recipe.image_size, recipe.max_steps, recipe.renderer, recipe.substeps)
+    key = (task, recipe.env)
     if key not in _env_cache:
         for env in _env_cache.values():
             env.close()  # one live simulator per process is enough: shards come task by task
         _env_cache.clear()
-        _env_cache[key] = ManipulationEnv(task, **recipe.env_kwargs())
+        _env_cache[key] = ManipulationEnv.from_settings(task, recipe.env)
     return _env_cache[key]
 
 

@@ -23,9 +23,8 @@ from robocds.datasets.schema import (
     shard_relpath,
 )
 from robocds.datasets.storage import exists, is_url, iter_tar_samples, join, local_path, read_bytes, sha256
-from robocds.envs.actions import ACTION_NAMES, NUM_ACTIONS
-from robocds.envs.env import PROPRIO_DIM
-from robocds.envs.tasks import TASK_NAMES, get_task
+from robocds.envs.actions import NUM_ACTIONS
+from robocds.envs.suite import PROPRIO_DIM, TASK_NAMES, check_task
 
 
 def decode_shard(
@@ -119,10 +118,8 @@ def build_manifest(root: str, recipe: Recipe, known: dict[str, ShardSummary] | N
     return Manifest(
         schema_version=SCHEMA_VERSION,
         name=recipe.name,
-        image_size=recipe.image_size,
+        env=recipe.env,
         proprio_dim=PROPRIO_DIM,
-        max_steps=recipe.max_steps,
-        actions=ACTION_NAMES,
         reward_tasks=TASK_NAMES,
         tasks=tuple(tasks),
         recipe=recipe.to_json_dict(),
@@ -146,18 +143,14 @@ def read_manifest(root: str) -> Manifest:
     manifest = Manifest.from_json_dict(data, source)
     for i, task in enumerate(manifest.tasks):
         try:
-            get_task(task.name)
+            check_task(task.name)
         except ValueError as err:
             raise DatasetError(str(err), source, field=f"tasks[{i}].name") from None
     for name in manifest.reward_tasks:
         try:
-            get_task(name)
+            check_task(name)
         except ValueError as err:
             raise DatasetError(str(err), source, field="reward_tasks") from None
-    if list(manifest.actions) != list(ACTION_NAMES):
-        raise DatasetError(
-            f"{list(manifest.actions)}, the environment's actions are {list(ACTION_NAMES)}", source, field="actions"
-        )
     if manifest.proprio_dim != PROPRIO_DIM:
         raise DatasetError(f"{manifest.proprio_dim}, the environment's is {PROPRIO_DIM}", source, field="proprio_dim")
     return manifest

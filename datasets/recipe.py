@@ -33,9 +33,7 @@ from typing import Any
 import yaml
 
 from robocds.datasets.errors import DatasetError
-from robocds.envs.actions import DEFAULT_SUBSTEPS
-from robocds.envs.camera import MIN_IMAGE_SIZE, RENDERERS
-from robocds.envs.tasks import OracleNoise, get_task
+from robocds.envs.suite import DEFAULT_ENV, MIN_IMAGE_SIZE, RENDERERS, EnvSettings, OracleNoise, check_task
 
 
 def _check_episodes(value: Any, where: str) -> None:
@@ -78,7 +76,7 @@ class TaskRecipe:
 
     def __post_init__(self) -> None:
         try:
-            get_task(self.task)
+            check_task(self.task)
         except ValueError as err:
             raise ValueError(f"task={self.task!r}: {err}") from None
         _check_episodes(self.episodes, f"task {self.task}")
@@ -133,10 +131,10 @@ class Recipe:
     name: str  # dataset name, recorded in the manifest
     tasks: tuple[TaskRecipe, ...]  # in the order of the manifest (and of the batch rows by default)
     base_seed: int = 0  # every episode seed derives from it (robocds.envs.seeds.data_episode_seed)
-    image_size: int = 64  # frames are image_size x image_size RGB
-    max_steps: int = 40  # episodes are truncated after this many steps
+    image_size: int = DEFAULT_ENV.image_size  # frames are image_size x image_size RGB
+    max_steps: int = DEFAULT_ENV.max_steps  # episodes are truncated after this many steps
     episodes_per_shard: int = 25  # one shard is one unit of (parallel, resumable) work
-    renderer: str = "tiny"  # "tiny" (CPU) or "egl" (GPU machines); frames differ slightly between them
+    renderer: str = DEFAULT_ENV.renderer  # "tiny" (CPU) or "egl" (GPU machines); frames differ slightly between them
     substeps: int | None = None  # physics steps per action; None: the environment's default
     description: str = ""  # free text: why the dataset looks the way it does
 
@@ -160,6 +158,15 @@ class Recipe:
             raise ValueError(f"renderer={self.renderer!r}: must be one of {RENDERERS}")
         if self.substeps is not None and (not isinstance(self.substeps, int) or self.substeps < 1):
             raise ValueError(f"substeps={self.substeps!r}: must be an int >= 1 or null")
+        self.env  # noqa: B018 - EnvSettings checks the settings together (e.g. the camera's smallest image)
+
+    @property
+    def env(self) -> EnvSettings:
+        """The env settings every episode is recorded with (what the manifest and checkpoints carry)."""
+        substeps = DEFAULT_ENV.substeps if self.substeps is None else self.substeps
+        return EnvSettings(
+            image_size=self.image_size, max_steps=self.max_steps, substeps=substeps, renderer=self.renderer
+        )
 
     @property
     def task_names(self) -> tuple[str, ...]:
@@ -177,13 +184,14 @@ class Recipe:
 
     def env_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of ``ManipulationEnv`` (and ``gymnasium.make``) giving this recipe's episodes."""
-        # substeps resolved here rather than left to the env's default: a recorded spec stays valid if it changes.
-        substeps = DEFAULT_SUBSTEPS if self.substeps is None else self.substeps
+        # substeps resolved (in ``env``), not left to the env's default: a recorded spec stays valid if it changes.
+        env = self.env
         return {
-            "image_size": self.image_size,
-            "max_steps": self.max_steps,
-            "renderer": self.renderer,
-            "substeps": substeps,
+            "image_size": env.image_size,
+            "max_steps": env.max_steps,
+            "renderer": env.renderer,
+            "substeps": env.substeps,
+            "camera": env.camera,
         }
 
     def num_shards(self, task: str) -> int:

@@ -26,6 +26,7 @@ from robocds.datasets.schema import (
     BATCH_SUCCESSES,
     Manifest,
 )
+from robocds.envs.seeds import hash_seed
 
 _RANDOM_HIGH = 2**62  # sample integers this large, then reduce modulo the task's size (bias < 1e-12)
 
@@ -207,11 +208,6 @@ def load_replay(
         wanted = None if episodes is None else episodes[name]
         per_task.append(load_task_episodes(root, manifest, name, wanted, check_hash))
     return replay_from_episodes(per_task, names, manifest.reward_tasks)
-
-
-def hash_seed(*parts: int) -> int:
-    """A well-mixed 32-bit seed from several integers (seed, rank, worker, epoch ...)."""
-    return int(np.random.SeedSequence(list(parts)).generate_state(1, np.uint32)[0])
 
 
 class ReplaySampler(torch.utils.data.IterableDataset):

@@ -53,6 +53,7 @@ from typing import Any
 import numpy as np
 
 from robocds.datasets.errors import DatasetError
+from robocds.envs.suite import EnvSettings
 
 BATCH_IMAGE = "image"
 BATCH_NEXT_IMAGE = "next_image"
@@ -73,7 +74,7 @@ BATCH_KEYS = (
 )
 
 # Bump when the sample or manifest layout changes; readers refuse any other version.
-SCHEMA_VERSION = 2  # 2: proprio gained the controller command (4 -> 8 values)
+SCHEMA_VERSION = 3  # 2: proprio gained the controller command (4 -> 8 values); 3: the manifest's env settings
 
 # ----------------------------------------------------------------------------- episode samples
 
@@ -231,13 +232,24 @@ class Manifest:
 
     schema_version: int
     name: str  # recipe name
-    image_size: int
+    env: EnvSettings  # every env setting that shaped the observations (image size, horizon, camera, actions...)
     proprio_dim: int
-    max_steps: int
-    actions: tuple[str, ...]  # action names, index = action id
     reward_tasks: tuple[str, ...]  # order of the reward/success columns in every sample
     tasks: tuple[TaskEntry, ...]
     recipe: dict[str, Any]  # the resolved recipe that produced the dataset
+
+    @property
+    def image_size(self) -> int:
+        return self.env.image_size
+
+    @property
+    def max_steps(self) -> int:
+        return self.env.max_steps
+
+    @property
+    def actions(self) -> tuple[str, ...]:
+        """Action names, index = action id."""
+        return self.env.actions
 
     @property
     def task_names(self) -> tuple[str, ...]:
@@ -274,14 +286,11 @@ class Manifest:
                 for j, shard in enumerate(t["shards"])
             ]
             tasks.append(TaskEntry(**{**t, "shards": tuple(shards)}))
-        return cls(
-            **{
-                **top,
-                "tasks": tuple(tasks),
-                "actions": tuple(top["actions"]),
-                "reward_tasks": tuple(top["reward_tasks"]),
-            }
-        )
+        try:
+            env = EnvSettings.from_json_dict(top["env"])
+        except (TypeError, ValueError) as err:
+            raise DatasetError(str(err), source, field="env") from None
+        return cls(**{**top, "env": env, "tasks": tuple(tasks), "reward_tasks": tuple(top["reward_tasks"])})
 
 
 _Types = dict[str, "type | tuple[type, ...]"]
@@ -289,10 +298,8 @@ _Types = dict[str, "type | tuple[type, ...]"]
 MANIFEST_FIELD_TYPES: _Types = {
     "schema_version": int,
     "name": str,
-    "image_size": int,
+    "env": dict,
     "proprio_dim": int,
-    "max_steps": int,
-    "actions": list,
     "reward_tasks": list,
     "tasks": list,
     "recipe": dict,

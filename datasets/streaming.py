@@ -21,7 +21,6 @@ import webdataset as wds
 from robocds.datasets.episode import decode_episode
 from robocds.datasets.errors import DatasetError
 from robocds.datasets.manifest import read_manifest
-from robocds.datasets.replay import hash_seed
 from robocds.datasets.schema import (
     BATCH_ACTION,
     BATCH_IMAGE,
@@ -34,6 +33,7 @@ from robocds.datasets.schema import (
     episode_from_key,
 )
 from robocds.datasets.storage import join
+from robocds.envs.seeds import hash_seed
 
 # A transition inside the pipeline: views into its episode's arrays, no copies until collation.
 # (frame [3,S,S], next_frame, proprio [P], next_proprio [P], action (), rewards [T], successes [T])

@@ -1,32 +1,42 @@
-"""A fixed RGB camera over the table, rendered by TinyRenderer (CPU) or the EGL plugin (GPU)."""
+"""Fixed RGB cameras over the table (poses in ``robocds.envs.suite.CAMERAS``), rendered by TinyRenderer
+(CPU) or the EGL plugin (GPU)."""
 
 from __future__ import annotations
 
 import numpy as np
 from pybullet_utils.bullet_client import BulletClient
 
-RENDERERS = ("tiny", "egl")
-MIN_IMAGE_SIZE = 16  # smallest frame the camera renders (recipes and evaluation settings check against it)
+from robocds.envs.suite import CAMERAS, DEFAULT_ENV, MIN_IMAGE_SIZE, RENDERERS
 
 
 class Camera:
-    """Renders uint8 RGB frames of shape [size, size, 3] from one fixed viewpoint.
+    """Renders uint8 RGB frames of shape [size, size, 3] from one fixed viewpoint (``CAMERAS[camera]``)."""
 
-    The view looks at the table centre from in front of the arm and above, so the gripper, all
-    objects and both target zones are in frame.
-    """
-
-    def __init__(self, client: BulletClient, size: int = 64, renderer: str = "tiny") -> None:
+    def __init__(
+        self,
+        client: BulletClient,
+        size: int = DEFAULT_ENV.image_size,
+        renderer: str = DEFAULT_ENV.renderer,
+        camera: str = DEFAULT_ENV.camera,
+    ) -> None:
         if renderer not in RENDERERS:
             raise ValueError(f"renderer={renderer!r}: expected one of {RENDERERS}")
         if size < MIN_IMAGE_SIZE:
             raise ValueError(f"image size={size}: must be at least {MIN_IMAGE_SIZE} pixels")
+        if camera not in CAMERAS:
+            raise ValueError(f"camera={camera!r}: expected one of {tuple(CAMERAS)}")
+        pose = CAMERAS[camera]
         self.client = client
         self.size = size
         self.view = client.computeViewMatrixFromYawPitchRoll(
-            cameraTargetPosition=[0.55, 0.0, 0.04], distance=0.6, yaw=90.0, pitch=-60.0, roll=0.0, upAxisIndex=2
+            cameraTargetPosition=list(pose.target),
+            distance=pose.distance,
+            yaw=pose.yaw,
+            pitch=pose.pitch,
+            roll=0.0,
+            upAxisIndex=2,
         )
-        self.projection = client.computeProjectionMatrixFOV(fov=55.0, aspect=1.0, nearVal=0.05, farVal=2.0)
+        self.projection = client.computeProjectionMatrixFOV(fov=pose.fov, aspect=1.0, nearVal=0.05, farVal=2.0)
         # With "egl" the scene must have loaded the plugin (load_egl) before creating its bodies.
         self._renderer = client.ER_BULLET_HARDWARE_OPENGL if renderer == "egl" else client.ER_TINY_RENDERER
 

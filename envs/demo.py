@@ -10,11 +10,11 @@ import json
 
 from tqdm import tqdm
 
-from robocds.envs.camera import MIN_IMAGE_SIZE
 from robocds.envs.env import ManipulationEnv
 from robocds.envs.media import contact_sheet, label, write_png, write_video
 from robocds.envs.rollout import play_oracle_episode
 from robocds.envs.seeds import eval_episode_seed
+from robocds.envs.suite import MIN_IMAGE_SIZE
 from robocds.envs.tasks import TASK_NAMES, OracleNoise, ScriptedOracle, get_task
 from robocds.errors import ConfigError, int_at_least, output_dir, run_cli
 
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
             oracle = ScriptedOracle(get_task(name), noise, seed=args.seed)
             for episode in range(args.episodes):
                 seed = eval_episode_seed(args.seed, TASK_NAMES.index(name), episode)
-                episode = play_oracle_episode(env, oracle, seed, keep_frames=True)
+                episode = play_oracle_episode(env, oracle, seed, keep=True)
                 frames, success, steps = episode.frames, episode.success, episode.length
                 tag = f"{name} {'success' if success else 'failure'}"
                 write_video(out / "videos" / f"{name}-{episode:03d}.mp4", [label(f, tag) for f in frames])

@@ -7,11 +7,12 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from robocds.envs.actions import DEFAULT_SUBSTEPS, NUM_ACTIONS, WRIST_DELTAS, Action
+from robocds.envs.actions import NUM_ACTIONS, WRIST_DELTAS, Action
 from robocds.envs.arm import GRASP_POINT_OFFSET, KukaGripperArm
-from robocds.envs.camera import RENDERERS, Camera
+from robocds.envs.camera import Camera
 from robocds.envs.scene import OBJECTS, TabletopScene
-from robocds.envs.tasks import TASK_NAMES, TASKS, get_task
+from robocds.envs.suite import DEFAULT_ENV, PROPRIO_DIM, TASK_NAMES, EnvSettings
+from robocds.envs.tasks import TASKS, get_task
 from robocds.envs.tasks.base import HOVER_WRIST_Z
 
 # Keys of ``info`` (the dataset schema stores these per step).
@@ -27,11 +28,11 @@ class SimulationDiverged(RuntimeError):
 
 
 HOME_GRASP_POINT_XY = (0.56, 0.0)  # every episode starts with the gripper open over the table centre
-# Measured grasp point xyz and fingertip gap (metres), then the controller's commanded grasp point xyz and
-# gripper command (1 = close). The arm lags its target by up to a step, so the measured pose alone does not
-# tell where the arm is going: without the command the observation is not Markov (the policy cannot tell
-# "still descending" from "already rising") and a greedy policy oscillates.
-PROPRIO_DIM = 8
+# Proprio (PROPRIO_DIM = 8, robocds.envs.suite): measured grasp point xyz and fingertip gap (metres), then the
+# controller's commanded grasp point xyz and gripper command (1 = close). The arm lags its target by up to a
+# step, so the measured pose alone does not tell where the arm is going: without the command the observation
+# is not Markov (the policy cannot tell "still descending" from "already rising") and a greedy policy oscillates.
+VIEWER_SIZE = 256  # pixels of the frames ``render()`` returns (the viewer camera, for people)
 
 
 class ManipulationEnv(gym.Env):
@@ -50,16 +51,16 @@ class ManipulationEnv(gym.Env):
     def __init__(
         self,
         task: str,
-        image_size: int = 64,
-        max_steps: int = 40,
-        renderer: str = "tiny",
-        substeps: int = DEFAULT_SUBSTEPS,
+        image_size: int = DEFAULT_ENV.image_size,
+        max_steps: int = DEFAULT_ENV.max_steps,
+        renderer: str = DEFAULT_ENV.renderer,
+        substeps: int = DEFAULT_ENV.substeps,
         render_mode: str | None = None,
+        camera: str = DEFAULT_ENV.camera,
     ) -> None:
-        if max_steps < 1:
-            raise ValueError(f"max_steps={max_steps}: must be >= 1")
-        if renderer not in RENDERERS:
-            raise ValueError(f"renderer={renderer!r}: expected one of {RENDERERS}")
+        self.settings = EnvSettings(
+            image_size=image_size, max_steps=max_steps, substeps=substeps, renderer=renderer, camera=camera
+        )
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode={render_mode!r}: only 'rgb_array' is supported")
         self.task = get_task(task)
@@ -67,7 +68,8 @@ class ManipulationEnv(gym.Env):
         self.max_steps = max_steps
         self.render_mode = render_mode
         self.scene = TabletopScene(substeps=substeps, egl=renderer == "egl")
-        self.camera = Camera(self.scene.client, image_size, renderer)
+        self.camera = Camera(self.scene.client, image_size, renderer, camera)
+        self._viewer: Camera | None = None  # built on the first render(): rollouts that record nothing never pay
         self.observation_space = gym.spaces.Dict(
             {
                 "image": gym.spaces.Box(0, 255, (image_size, image_size, 3), np.uint8),
@@ -100,10 +102,30 @@ class ManipulationEnv(gym.Env):
         truncated = self._steps >= self.max_steps and not terminated
         return obs, float(info[INFO_TASK_REWARDS][self.task_id]), terminated, truncated, info
 
+    @classmethod
+    def from_settings(cls, task: str, settings: EnvSettings, render_mode: str | None = None) -> ManipulationEnv:
+        """The env of ``task`` built exactly as ``settings`` say (as recorded in a manifest or checkpoint)."""
+        return cls(
+            task,
+            image_size=settings.image_size,
+            max_steps=settings.max_steps,
+            renderer=settings.renderer,
+            substeps=settings.substeps,
+            render_mode=render_mode,
+            camera=settings.camera,
+        )
+
     def render(self) -> np.ndarray | None:
-        if self.render_mode == "rgb_array":
-            return self._frame
-        return None
+        """With ``render_mode="rgb_array"``: the scene from the viewer camera, uint8 [256, 256, 3].
+
+        Rendered on demand only (a 256x256 frame costs several policy frames), so stepping is as fast
+        as without it; the policy's own frame stays ``obs["image"]``.
+        """
+        if self.render_mode != "rgb_array":
+            return None
+        if self._viewer is None:
+            self._viewer = Camera(self.scene.client, VIEWER_SIZE, self.settings.renderer, "viewer")
+        return self._viewer.render()
 
     def close(self) -> None:
         self.scene.close()

@@ -25,6 +25,33 @@ def label(frame: np.ndarray, text: str, color: tuple[int, int, int] = (255, 255,
     return out
 
 
+def overlay(
+    view: np.ndarray,
+    inset: np.ndarray,
+    lines: Sequence[str],
+    color: tuple[int, int, int] = (255, 255, 255),
+    inset_fraction: float = 0.34,
+) -> np.ndarray:
+    """A viewer frame with ``inset`` (e.g. the policy's own frame) in its top-right corner and ``lines`` of text.
+
+    ``view`` is uint8 [S, S, 3] (S >= 128 for legible text); the inset is scaled to ``inset_fraction`` of S
+    with a white border; the text goes on a dark band along the bottom, one line per entry, sized to S.
+    """
+    out = view.copy()
+    size = out.shape[0]
+    side = int(size * inset_fraction)
+    out[4 : side + 8, size - side - 8 : size - 4] = 255
+    out[6 : side + 6, size - side - 6 : size - 6] = upscale(np.ascontiguousarray(inset), side)
+    scale = size / 560  # 0.46 at 256 px: about 10-pixel-high letters
+    line_height = max(12, int(size / 14))
+    band = line_height * len(lines) + 6
+    out[size - band :] = (out[size - band :] * 0.3).astype(np.uint8)
+    for i, text in enumerate(lines):
+        y = size - band + line_height * (i + 1)
+        cv2.putText(out, text, (6, y), cv2.FONT_HERSHEY_SIMPLEX, scale, color, 1, cv2.LINE_AA)
+    return out
+
+
 def write_video(path: str | Path, frames: Sequence[np.ndarray], fps: int = 10, size: int = 256) -> Path:
     """Write uint8 [H, W, 3] frames as an H.264 mp4, upscaled to ``size``; atomic (temp file + rename)."""
     if not frames:

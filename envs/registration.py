@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gymnasium as gym
 
-from robocds.envs.tasks import TASK_NAMES
+from robocds.envs.suite import TASK_NAMES
 
 ENV_ID_PREFIX = "robocds/"
 

@@ -15,6 +15,7 @@ from pybullet_utils.bullet_client import BulletClient
 
 from robocds.envs.arm import FINGER_LINKS, GRASP_POINT_OFFSET, ArmLimits, KukaGripperArm
 from robocds.envs.camera import load_egl
+from robocds.envs.suite import DEFAULT_ENV
 
 PHYSICS_HZ = 120
 
@@ -95,7 +96,9 @@ class SceneState:
 class TabletopScene:
     """Owns one PyBullet physics client; many scenes can live in one process."""
 
-    def __init__(self, substeps: int = 12, arm_limits: ArmLimits = ArmLimits(), egl: bool = False) -> None:
+    def __init__(
+        self, substeps: int = DEFAULT_ENV.substeps, arm_limits: ArmLimits = ArmLimits(), egl: bool = False
+    ) -> None:
         self.client = BulletClient(connection_mode=pybullet.DIRECT)
         self.substeps = substeps
         c = self.client

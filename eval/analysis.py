@@ -72,16 +72,21 @@ def analyse(module, batches) -> dict:
 
 
 @torch.no_grad()
-def on_policy_agreement(module, episodes: int = 4, max_steps: int = 40, base_seed: int = 0) -> dict:
-    """Closed-loop agreement of the greedy policy with the noise-free oracle, per task (see module doc)."""
+def on_policy_agreement(module, episodes: int = 4, base_seed: int = 0) -> dict:
+    """Closed-loop agreement of the greedy policy with the noise-free oracle, per task (see module doc).
+
+    The env is built from the settings the model carries (those of the data it was trained on).
+    """
     from robocds.envs.actions import ACTION_NAMES
     from robocds.envs.env import ManipulationEnv
     from robocds.envs.seeds import eval_episode_seed
     from robocds.envs.tasks import TASK_NAMES, ScriptedOracle, get_task
+    from robocds.eval.policy import module_env
 
+    settings = module_env(module)
     agreement, confusions = [], []
     for index, task in enumerate(module.task_names):
-        env = ManipulationEnv(task, image_size=module.image_size, max_steps=max_steps)
+        env = ManipulationEnv.from_settings(task, settings)
         oracle = ScriptedOracle(get_task(task))
         same, steps, pairs = 0, 0, Counter()
         try:
@@ -117,6 +122,14 @@ def held_out_batches(module, data: str, batches: int, batch_size: int, seed: int
                 f"{data}: the dataset's {name}={getattr(datamodule, name)} but the checkpoint's is "
                 f"{getattr(module, name)}: analyse a checkpoint on the dataset it was trained on"
             )
+    from robocds.eval.policy import module_env
+
+    differences = module_env(module).differences(datamodule.manifest.env)
+    if differences:
+        raise ConfigError(
+            f"{data}: the checkpoint was trained in another env than this dataset records (checkpoint vs dataset: "
+            f"{'; '.join(differences)}): analyse a checkpoint on the dataset it was trained on"
+        )
     datamodule.setup("validate")
     return datamodule.val_dataloader()
 

@@ -7,15 +7,16 @@ from collections.abc import Sequence
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from robocds.eval.evaluate import rollout, summarize
-from robocds.eval.policy import ModulePolicy
-from robocds.eval.workers import EnvSettings
+from robocds.eval.policy import ModulePolicy, module_env
 
 
 class SuccessRateCallback(Callback):
     """Logs ``eval/success/<task>`` and ``eval/success_average`` every ``every_n_steps`` steps.
 
     Runs on global rank 0 only (the others wait at the next collective), with a few episodes per task
-    on evaluation seeds, so a success curve appears beside the losses in TensorBoard.
+    on evaluation seeds, so a success curve appears beside the losses in TensorBoard. The env is built
+    from the settings the model was linked with (those of its data), as ``robocds-eval`` builds it.
+    Add it with ``--config eval_during_fit`` (``train/configs/eval_during_fit.yaml``).
     """
 
     def __init__(
@@ -24,7 +25,6 @@ class SuccessRateCallback(Callback):
         episodes_per_task: int = 4,
         tasks: Sequence[str] | None = None,
         workers: int = 0,
-        max_steps: int = 40,
         base_seed: int = 0,
     ) -> None:
         if every_n_steps < 1:
@@ -35,7 +35,6 @@ class SuccessRateCallback(Callback):
         self.episodes_per_task = episodes_per_task
         self.tasks = list(tasks) if tasks else None
         self.workers = workers
-        self.max_steps = max_steps
         self.base_seed = base_seed
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int) -> None:
@@ -51,7 +50,7 @@ class SuccessRateCallback(Callback):
     def evaluate(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, float]:
         policy = ModulePolicy(pl_module)
         tasks = self.tasks or policy.task_names
-        settings = EnvSettings(image_size=int(pl_module.hparams["image_size"]), max_steps=self.max_steps)
+        settings = module_env(pl_module, type(pl_module).__name__)
         records, _ = rollout(
             policy, tasks, self.episodes_per_task, self.workers, settings, self.base_seed, progress=False
         )

@@ -7,12 +7,17 @@ Output folder:
 - ``summary.json``: settings, per-task success rate with its 95% Wilson interval, the average, and
   one record per episode (see ``EpisodeRecord``);
 - ``results.md``: the per-task table in Markdown;
-- ``videos/<task>-<episode>-<success|failure>.mp4``: the first few episodes of every task.
+- ``videos/<task>-<episode>-<success|failure>.mp4``: the first few episodes of every task, 256x256 from
+  the viewer camera with the policy's own frame inset and the task, step, action and outcome written on it.
+
+The env is rebuilt from the settings the checkpoint carries (those of the data it was trained on);
+a command-line setting that contradicts them is refused.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -25,13 +30,14 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from robocds.envs.media import label, write_video
+from robocds.envs.actions import ACTION_NAMES
+from robocds.envs.media import overlay, write_video
 from robocds.envs.seeds import EVAL_SEED_START, SEED_END, eval_episode_seed
-from robocds.envs.tasks import TASK_NAMES, get_task
+from robocds.envs.suite import DEFAULT_ENV, RENDERERS, TASK_NAMES, EnvSettings, check_task
 from robocds.errors import ConfigError, int_at_least, output_dir, run_cli
-from robocds.eval.policy import OraclePolicy, Policy, RandomPolicy, load_checkpoint_policy
+from robocds.eval.policy import ModulePolicy, OraclePolicy, Policy, RandomPolicy, load_checkpoint_policy
 from robocds.eval.stats import wilson_interval
-from robocds.eval.workers import ORACLE_ACTION, EnvSettings, WorkerPool
+from robocds.eval.workers import ORACLE_ACTION, WorkerPool
 
 SUMMARY_FILE = "summary.json"
 TABLE_FILE = "results.md"
@@ -51,11 +57,23 @@ class EpisodeRecord:
 
 
 @dataclass
+class EpisodeFrames:
+    """What a recorded episode's video is made of: L+1 states and the L actions taken."""
+
+    images: list[np.ndarray] = field(default_factory=list)  # the policy's frames, uint8 [H, W, 3]
+    views: list[np.ndarray] = field(default_factory=list)  # the viewer camera's frames, uint8 [256, 256, 3]
+    actions: list[int] = field(default_factory=list)
+
+    def add(self, obs: dict, view: np.ndarray | None) -> None:
+        self.images.append(obs["image"])
+        self.views.append(view)
+
+
+@dataclass
 class _Running:
     record: EpisodeRecord
     obs: dict
-    frames: list = field(default_factory=list)
-    keep_frames: bool = False
+    frames: EpisodeFrames | None = None  # kept for the episodes that get a video
 
 
 @dataclass
@@ -79,21 +97,21 @@ def rollout(
     videos_per_task: int = 0,
     progress: bool = True,
     envs_per_worker: int = 4,
-) -> tuple[list[EpisodeRecord], dict[tuple[str, int], list[np.ndarray]]]:
+) -> tuple[list[EpisodeRecord], dict[tuple[str, int], EpisodeFrames]]:
     """Play ``episodes`` episodes of every task; return records and the frames of the recorded ones.
 
     Episodes run concurrently, ``envs_per_worker`` per worker; the policy acts on all of them in one
     batch per step.
     """
     for task in tasks:
-        get_task(task)
+        check_task(task)
         if task not in policy.task_names:
             raise ValueError(f"task {task!r}: the policy knows only {list(policy.task_names)}")
     if episodes < 1:
         raise ValueError(f"episodes={episodes}: must be >= 1")
     jobs = deque((task, e) for e in range(episodes) for task in tasks)  # interleaved: early results cover all tasks
     records: list[EpisodeRecord] = []
-    videos: dict[tuple[str, int], list[np.ndarray]] = {}
+    videos: dict[tuple[str, int], EpisodeFrames] = {}
     with (
         WorkerPool(workers, settings, envs_per_worker) as pool,
         tqdm(total=len(jobs), desc="evaluation", unit="ep", disable=not progress) as bar,
@@ -104,7 +122,7 @@ def rollout(
             run = running.pop(slot)
             run.record.error = error
             records.append(run.record)
-            if run.keep_frames:
+            if run.frames is not None:
                 videos[(run.record.task, run.record.episode)] = run.frames
             bar.update()
             bar.set_postfix(success=f"{np.mean([r.success for r in records]):.0%}")
@@ -117,15 +135,16 @@ def rollout(
                 task, episode = jobs.popleft()
                 seed = eval_episode_seed(base_seed, TASK_NAMES.index(task), episode)
                 record = EpisodeRecord(task, episode, seed, False, 0.0, 0)
-                running[slot] = _Running(record, {}, [], episode < videos_per_task)
-                resets[slot] = ("reset", task, seed)
+                record_video = episode < videos_per_task
+                running[slot] = _Running(record, {}, EpisodeFrames() if record_video else None)
+                resets[slot] = ("reset", task, seed, record_video)
             for slot, (status, payload) in pool.exchange(resets).items():
                 if status == "error":
                     finish(slot, payload)
                     continue
-                running[slot].obs = payload
-                if running[slot].keep_frames:
-                    running[slot].frames.append(payload["image"])
+                running[slot].obs, view = payload
+                if running[slot].frames is not None:
+                    running[slot].frames.add(running[slot].obs, view)
             if not running:
                 continue
             slots = sorted(running)
@@ -135,18 +154,20 @@ def rollout(
                 images = np.stack([running[s].obs["image"] for s in slots])
                 proprio = np.stack([running[s].obs["proprio"] for s in slots])
                 actions = [int(a) for a in policy.act(images, proprio, [running[s].record.task for s in slots])]
+            policy_actions = {slot: action for slot, action in zip(slots, actions) if action is not ORACLE_ACTION}
             replies = pool.exchange({slot: ("step", action) for slot, action in zip(slots, actions)})
             for slot, (status, payload) in replies.items():
                 if status == "error":
                     finish(slot, payload)
                     continue
-                obs, reward, terminated, truncated = payload
+                obs, reward, terminated, truncated, view = payload
                 run = running[slot]
                 run.obs = obs
                 run.record.length += 1
                 run.record.episode_return += float(reward)
-                if run.keep_frames:
-                    run.frames.append(obs["image"])
+                if run.frames is not None:
+                    run.frames.actions.append(int(policy_actions.get(slot, -1)))
+                    run.frames.add(obs, view)
                 if terminated or truncated:
                     run.record.success = bool(terminated)
                     finish(slot)
@@ -209,10 +230,9 @@ def evaluate(
     for (task, episode), frames in videos.items():
         success = next(r.success for r in records if r.task == task and r.episode == episode)
         outcome = "success" if success else "failure"
-        color = (80, 255, 80) if success else (255, 90, 90)
         write_video(
             out / "videos" / f"{task}-{episode:03d}-{outcome}.mp4",
-            [label(f, f"{task} {outcome}", color) for f in frames],
+            video_frames(task, frames, success, settings.max_steps),
         )
     errors = sum(r.error is not None for r in records)
     summary = {
@@ -239,11 +259,63 @@ def evaluate(
     return summary
 
 
+def video_frames(task: str, frames: EpisodeFrames, success: bool, max_steps: int) -> list[np.ndarray]:
+    """The frames of an episode's video: the viewer camera, the policy's frame inset, and a caption of
+    task, step, the action taken from that state, and the outcome (once the episode has ended)."""
+    out = []
+    last = len(frames.views) - 1
+    for t, (view, image) in enumerate(zip(frames.views, frames.images)):
+        if t < last:
+            action = frames.actions[t]
+            status, color = f"action: {ACTION_NAMES[action] if action >= 0 else 'oracle'}", (255, 255, 255)
+        elif success:
+            status, color = "SUCCESS", (80, 255, 80)
+        else:
+            status, color = "failure", (255, 110, 110)
+        out.append(overlay(view, image, [task, f"step {t}/{max_steps}", status], color))
+    return out
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def resolve_settings(
+    policy: Policy, data: str | None, image_size: int | None, max_steps: int | None, renderer: str | None
+) -> EnvSettings:
+    """The env to evaluate in: a checkpoint's own settings, else a dataset's (``--data``), else the defaults.
+
+    Options that contradict the checkpoint's or the dataset's settings are refused (the policy would be
+    evaluated on observations it was never trained on); without either, they set the env.
+    """
+    sources = []
+    if isinstance(policy, ModulePolicy):
+        sources.append((f"the checkpoint {policy.name}", policy.env))
+    if data is not None:
+        from robocds.datasets.manifest import read_manifest  # only when asked: reading needs no simulator
+
+        sources.append((f"the dataset {data}", read_manifest(data).env))
+    if len(sources) == 2 and sources[0][1] != sources[1][1]:
+        raise ConfigError(
+            f"{sources[0][0]} was trained in another env than {sources[1][0]} records: "
+            + "; ".join(sources[0][1].differences(sources[1][1]))
+        )
+    base = sources[0][1] if sources else DEFAULT_ENV
+    options = {"image_size": image_size, "max_steps": max_steps, "renderer": renderer}
+    given = {name: value for name, value in options.items() if value is not None}
+    if sources:
+        for name, value in given.items():
+            if getattr(base, name) != value:
+                flag = "--" + name.replace("_", "-")
+                raise ConfigError(
+                    f"{flag} {value} contradicts {sources[0][0]}: its {name} is {getattr(base, name)!r} "
+                    "(the settings of its data); drop the option"
+                )
+        return base
+    return dataclasses.replace(base, **given)
 
 
 def make_policy(checkpoint: str | None, policy: str | None, device: str | None, seed: int) -> Policy:
@@ -260,7 +332,7 @@ def check_tasks(tasks: Sequence[str] | None, policy: Policy) -> list[str]:
     """The tasks to evaluate (default: every task of the policy), each known to the suite and to the policy."""
     for task in tasks or ():
         try:
-            get_task(task)
+            check_task(task)
         except ValueError as err:
             raise ConfigError(f"--tasks {task}: {err}") from None
         if task not in policy.task_names:
@@ -284,9 +356,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", help="policy device (default: cuda if available, else cpu)")
     parser.add_argument("--seed", type=int_at_least(0), default=0, help="base seed of the evaluation episodes")
     parser.add_argument("--videos", type=int_at_least(0), default=2, help="episodes per task to record as mp4")
-    parser.add_argument("--image-size", type=int, help="camera resolution (default: the checkpoint's, else 64)")
-    parser.add_argument("--max-steps", type=int, default=40, help="horizon")
-    parser.add_argument("--renderer", default="tiny", choices=["tiny", "egl"])
+    parser.add_argument(
+        "--data", help="a dataset whose manifest gives the env settings (for --policy; checked against a checkpoint)"
+    )
+    default = "default: the checkpoint's or --data's setting, else"
+    parser.add_argument("--image-size", type=int, help=f"camera resolution ({default} {DEFAULT_ENV.image_size})")
+    parser.add_argument("--max-steps", type=int, help=f"horizon ({default} {DEFAULT_ENV.max_steps})")
+    parser.add_argument("--renderer", choices=RENDERERS, help=f"{default} {DEFAULT_ENV.renderer}")
     parser.add_argument("--label", help="name of this run in reports (default: the policy's name)")
     return parser
 
@@ -299,13 +375,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise ConfigError("--checkpoint / --policy: give one of them, not both")
     policy = make_policy(args.checkpoint, args.policy, args.device, args.seed)
     tasks = check_tasks(args.tasks, policy)
-    trained_size = getattr(getattr(policy, "module", None), "image_size", None)
-    if trained_size is not None and args.image_size not in (None, trained_size):
-        raise ConfigError(
-            f"--image-size {args.image_size}: the checkpoint was trained on {trained_size}x{trained_size} frames"
-        )
-    image_size = args.image_size or trained_size or 64
-    settings = EnvSettings(image_size=image_size, max_steps=args.max_steps, renderer=args.renderer)
+    settings = resolve_settings(policy, args.data, args.image_size, args.max_steps, args.renderer)
     summary = evaluate(
         policy,
         out,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
@@ -10,7 +12,8 @@ import numpy as np
 import torch
 
 from robocds.envs.actions import NUM_ACTIONS
-from robocds.errors import ConfigError
+from robocds.envs.suite import DEFAULT_ENV, EnvSettings
+from robocds.errors import CheckpointError, ConfigError
 
 
 class Policy(Protocol):
@@ -40,6 +43,10 @@ class ModulePolicy:
     def device(self) -> torch.device:
         return self.module.device
 
+    @property
+    def env(self) -> EnvSettings:
+        return module_env(self.module, self.name)
+
     def act(self, images: np.ndarray, proprio: np.ndarray, tasks: Sequence[str]) -> np.ndarray:
         image = torch.from_numpy(np.ascontiguousarray(images)).to(self.device, non_blocking=True)
         state = torch.from_numpy(np.ascontiguousarray(proprio)).to(self.device, non_blocking=True)
@@ -51,6 +58,26 @@ class ModulePolicy:
             self.module.train(was_training)
         columns = torch.tensor([self._index[t] for t in tasks], device=actions.device)
         return actions.gather(1, columns[:, None])[:, 0].cpu().numpy()
+
+
+def module_env(module, source: str = "the model") -> EnvSettings:
+    """The env settings a ``MultiTaskCQL`` was trained for (its ``env`` hyperparameter, from the data's manifest).
+
+    A checkpoint from before the settings travelled with the model has only ``image_size``: the other
+    settings are then this code's defaults, with a warning.
+    """
+    env = module.hparams.get("env")
+    if env is None:
+        warnings.warn(
+            f"{source}: no env settings in the checkpoint (written by an older version); using image_size="
+            f"{module.hparams['image_size']} and the default horizon, physics and camera",
+            stacklevel=2,
+        )
+        return dataclasses.replace(DEFAULT_ENV, image_size=int(module.hparams["image_size"]))
+    try:
+        return EnvSettings.from_json_dict(dict(env))
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{source}: hyperparameter env: {err}") from None
 
 
 def load_checkpoint_policy(checkpoint: str | Path, device: str | torch.device | None = None) -> ModulePolicy:

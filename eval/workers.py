@@ -6,41 +6,24 @@ asked for and plays one episode at a time). The main process sends every worker 
 while the policy acts on all slots in one batch; several slots per worker keep the cores busy while
 the policy runs. A worker never dies of an episode's error: that slot replies ``("error", reason)``,
 drops its env, and builds a fresh one next time.
+
+Commands: ``("reset", task, seed, record)`` replies ``("ok", (obs, view))`` and ``("step", action)`` replies
+``("ok", (obs, reward, terminated, truncated, view))``, where ``view`` is the viewer camera's frame
+(``ManipulationEnv.render``) when the episode is recorded, else None: only recorded episodes pay for it.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
-from dataclasses import dataclass
 from typing import Any
 
-from robocds.envs.camera import MIN_IMAGE_SIZE, RENDERERS
 from robocds.envs.env import ManipulationEnv
+from robocds.envs.suite import EnvSettings
 from robocds.envs.tasks import ScriptedOracle, get_task
-from robocds.errors import ConfigError
 
 ORACLE_ACTION = None  # a step command with this action asks the worker's scripted oracle to act
 
-
-@dataclass(frozen=True)
-class EnvSettings:
-    """How every worker builds its envs."""
-
-    image_size: int = 64  # camera resolution (pixels)
-    max_steps: int = 40  # horizon
-    renderer: str = "tiny"  # "tiny" (CPU) or "egl"
-
-    def __post_init__(self) -> None:
-        # Checked here, before any worker starts: inside a worker every episode would fail on its own.
-        for name, low, why in (
-            ("image_size", MIN_IMAGE_SIZE, f"the camera renders frames of >= {MIN_IMAGE_SIZE} pixels"),
-            ("max_steps", 1, "must be an int >= 1"),
-        ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ConfigError(f"{name}={value!r}: {why}")
-        if self.renderer not in RENDERERS:
-            raise ConfigError(f"renderer={self.renderer!r}: must be one of {RENDERERS}")
+__all__ = ["ORACLE_ACTION", "EnvSettings", "WorkerPool"]
 
 
 class _EpisodeRunner:
@@ -51,29 +34,29 @@ class _EpisodeRunner:
         self.envs: dict[str, ManipulationEnv] = {}
         self.task: str | None = None
         self.oracle: ScriptedOracle | None = None
+        self.record = False
 
     def handle(self, message: tuple) -> tuple[str, Any]:
         command = message[0]
         try:
             if command == "reset":
-                _, task, seed = message
+                _, task, seed, self.record = message
                 self.task = task
                 env = self.envs.get(task)
                 if env is None:
-                    s = self.settings
-                    env = self.envs[task] = ManipulationEnv(task, s.image_size, s.max_steps, s.renderer)
+                    env = self.envs[task] = ManipulationEnv.from_settings(task, self.settings, render_mode="rgb_array")
                 obs, _ = env.reset(seed=seed)
                 # Seeded by the episode, so oracle noise is reproducible whichever worker plays it.
                 self.oracle = ScriptedOracle(get_task(task), seed=seed)
                 self.oracle.reset()
-                return "ok", obs
+                return "ok", (obs, env.render() if self.record else None)
             if command == "step":
                 env = self.envs[self.task]
                 action = message[1]
                 if action is ORACLE_ACTION:
                     action = self.oracle.act(env)
                 obs, reward, terminated, truncated, _ = env.step(action)
-                return "ok", (obs, reward, terminated, truncated)
+                return "ok", (obs, reward, terminated, truncated, env.render() if self.record else None)
             raise ValueError(f"unknown worker command {command!r}")
         except Exception as error:  # noqa: BLE001 - any failure ends only this episode
             self._drop_current_env()

@@ -180,7 +180,7 @@ def run_comparison(scale: Scale, out: Path, workers: int, extra_train_args: list
         random_dir / SUMMARY_FILE,
         _python("robocds.eval", "--policy", "random", "--out", str(random_dir), "--label", RANDOM_RUN, "--tasks",
                 *manifest.task_names, "--episodes", str(scale.random_episodes), "--workers", str(workers),
-                "--videos", "0", "--image-size", "32"),
+                "--videos", "0", "--data", str(data)),
     )  # fmt: skip
     stage.done += 1
     print(f"[{stage.done}/{stage.total}] report", flush=True)

@@ -50,8 +50,10 @@ class MultiTaskCQL(LightningModule):
     3. rewards and terminals are relabeled for every target task, TD targets built, and the CQL terms
        weighted and normalised as documented in ``robocds.cql``.
 
-    Shapes and counts (``num_tasks``, ``num_actions``, ``image_size``, ``proprio_dim``, ``task_names``) are
-    linked from the data module by the CLI. ``encoder`` and ``cql`` also accept plain dicts (as stored in
+    Shapes and counts (``num_tasks``, ``num_actions``, ``image_size``, ``proprio_dim``, ``task_names``) and
+    ``env`` (the settings of the env the data was recorded in, a plain dict of
+    ``robocds.envs.suite.EnvSettings``; evaluation rebuilds the env from it) are linked from the data module
+    by the CLI. ``encoder`` and ``cql`` also accept plain dicts (as stored in
     checkpoints). ``optimizer`` builds the optimizer from the online network's parameters.
     """
 
@@ -62,6 +64,7 @@ class MultiTaskCQL(LightningModule):
         image_size: int,
         proprio_dim: int,
         task_names: Sequence[str] | None = None,
+        env: dict[str, Any] | None = None,
         encoder: EncoderConfig = EncoderConfig(),
         cql: CQLConfig = CQLConfig(),
         optimizer: OptimizerCallable = torch.optim.Adam,
@@ -78,6 +81,8 @@ class MultiTaskCQL(LightningModule):
             raise ValueError(f"task_names has {len(task_names)} names {task_names} but num_tasks={num_tasks}")
         self.encoder_config = from_dict(EncoderConfig, encoder)
         self.cql_config = from_dict(CQLConfig, cql)
+        if env is not None and env.get("image_size") != image_size:
+            raise ValueError(f"env={env}: its image_size differs from image_size={image_size}")
         if self.encoder_config.use_proprio and proprio_dim < 1:
             raise ValueError(f"proprio_dim={proprio_dim} but encoder.use_proprio=True: set use_proprio to false")
 

@@ -18,8 +18,9 @@ and ``data`` sections, the CLI has:
   the resolved ``config.yaml`` and ``checkpoints/`` land in ``<runs_dir>/<run_name>/version_N``, the CSV
   log in its ``csv/metrics.csv`` (``run_name`` defaults to the sharing mode).
 
-The data module's ``num_tasks``, ``num_actions``, ``image_size``, ``proprio_dim`` and ``task_names`` are
-linked into the model when the data module is instantiated, so they are never typed twice.
+The data module's ``num_tasks``, ``num_actions``, ``image_size``, ``proprio_dim``, ``task_names`` and ``env``
+(the env settings the data was recorded with) are linked into the model when the data module is instantiated,
+so they are never typed twice and every checkpoint carries them.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from robocds.module import MultiTaskCQL
 from robocds.train.layout import BEST_CHECKPOINT, CSV_FOLDER, LAST_CHECKPOINT
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
-LINKED_FROM_DATA = ("num_tasks", "num_actions", "image_size", "proprio_dim", "task_names")
+LINKED_FROM_DATA = ("num_tasks", "num_actions", "image_size", "proprio_dim", "task_names", "env")
 CHECKPOINT_DEFAULTS = {
     "checkpoint.monitor": "val/td_loss",
     "checkpoint.mode": "min",

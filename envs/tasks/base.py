@@ -8,35 +8,19 @@ positional error drawn at ``reset``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 
 import numpy as np
 
 from robocds.envs.actions import NUM_ACTIONS, STEP_XY, STEP_Z, Action
 from robocds.envs.arm import GRASP_WRIST_Z, KukaGripperArm
 from robocds.envs.scene import OBJECTS, SceneState
+from robocds.envs.suite import OracleNoise
 
 HOVER_WRIST_Z = GRASP_WRIST_Z + 2 * STEP_Z  # carrying height: a held object clears the others
 
 
-@dataclass(frozen=True)
-class OracleNoise:
-    """How badly a scripted oracle behaves, for datasets of graded quality."""
-
-    random_action_prob: float = 0.0  # probability of replacing the oracle's action by a uniform one
-    position_std: float = 0.0  # std (metres) of a per-episode xy error in where it thinks things are
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.random_action_prob <= 1.0:
-            raise ValueError(f"random_action_prob={self.random_action_prob}: must be in [0, 1]")
-        if not self.position_std >= 0.0:
-            raise ValueError(f"position_std={self.position_std}: must be >= 0")
-
-
 class Task(ABC):
     """One task of the suite; every task shares the same scene distribution."""
-
-    family: str
 
     def __init__(self, object_name: str) -> None:
         names = [spec.name for spec in OBJECTS]

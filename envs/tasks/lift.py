@@ -13,8 +13,6 @@ LIFT_HEIGHT = 0.05  # metres between the object's bottom and the table for a lif
 
 
 class LiftTask(Task):
-    family = "lift"
-
     @property
     def name(self) -> str:
         return f"lift-{self.object_name}"

@@ -15,8 +15,6 @@ CARRY_WRIST_Z = HOVER_WRIST_Z + STEP_Z
 
 
 class PlaceTask(Task):
-    family = "place"
-
     def __init__(self, object_name: str, zone_name: str) -> None:
         super().__init__(object_name)
         zones = {zone.name: zone for zone in ZONES}

@@ -181,9 +181,12 @@ MANIFEST_DAMAGE = {
         "tasks[0].name",
         "unknown task",
     ),
-    "missing field": (lambda m: m.pop("image_size"), "manifest.json", "image_size", "missing"),
-    "wrong field type": (lambda m: m.update(image_size="32"), "manifest.json", "image_size", "expected int"),
-    "action set": (lambda m: m.update(actions=["a", "b"]), "manifest.json", "actions", "environment's actions"),
+    "missing field": (lambda m: m.pop("proprio_dim"), "manifest.json", "proprio_dim", "missing"),
+    "wrong field type": (lambda m: m.update(proprio_dim="8"), "manifest.json", "proprio_dim", "expected int"),
+    "missing env setting": (lambda m: m["env"].pop("substeps"), "manifest.json", "env", "substeps: missing"),
+    "bad env setting": (lambda m: m["env"].update(image_size=8), "manifest.json", "env", "image_size=8: must be"),
+    "unknown camera": (lambda m: m["env"].update(camera="drone"), "manifest.json", "env", "camera='drone'"),
+    "action set": (lambda m: m["env"].update(actions=["a", "b"]), "manifest.json", "env", "this code's action set"),
 }
 
 

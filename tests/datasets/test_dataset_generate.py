@@ -13,10 +13,10 @@ import webdataset as wds
 import yaml
 from dataset_helpers import file_digests, interrupt_when
 
-from robocds.datasets.episode import record_episode
 from robocds.datasets.errors import DatasetError
 from robocds.datasets.generate import generate, main, plan_shards
 from robocds.datasets.manifest import read_manifest, verify_dataset
+from robocds.datasets.recording import record_episode
 from robocds.datasets.replay import load_task_episodes
 from robocds.datasets.schema import SAMPLE_KEYS, SCHEMA_VERSION
 from robocds.envs.env import ManipulationEnv

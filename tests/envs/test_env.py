@@ -92,10 +92,15 @@ def test_bad_input_gets_a_clear_error(make_env):
         env.step(9)
 
 
-def test_render_returns_the_last_frame(make_env):
+def test_render_shows_the_viewer_camera_only_when_asked(make_env):
     env = make_env("lift-cube", render_mode="rgb_array", image_size=32)
     obs, _ = env.reset(seed=0)
-    np.testing.assert_array_equal(env.render(), obs["image"])
+    env.step(0)
+    assert env._viewer is None  # stepping never renders the viewer: rollouts that record nothing pay nothing
+    frame = env.render()
+    assert frame.shape == (256, 256, 3) and frame.dtype == np.uint8
+    assert frame.std() > 10  # a scene, not a blank image
+    assert make_env("lift-cube").render() is None  # no render_mode: nothing rendered
 
 
 def test_egl_renderer_shows_the_scene(make_env):

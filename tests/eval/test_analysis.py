@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from robocds.envs.env import PROPRIO_DIM
+from robocds.envs.suite import PROPRIO_DIM, EnvSettings
 from robocds.errors import CheckpointError
 from robocds.eval.analysis import analyse, main, markdown, on_policy_agreement, summarize
 from robocds.module import MultiTaskCQL
@@ -53,8 +53,9 @@ def test_cli_names_a_missing_checkpoint(tmp_path):
 
 def test_closed_loop_agreement_plays_real_episodes_and_names_the_disagreements():
     torch.manual_seed(0)
+    env = EnvSettings(image_size=16, max_steps=6).to_json_dict()  # the settings the model's data was recorded in
     model = MultiTaskCQL(num_tasks=1, num_actions=8, image_size=16, proprio_dim=PROPRIO_DIM, task_names=["lift-cube"],
-                         encoder={"channels": (4,), "kernel_sizes": (3,), "strides": (2,), "feature_dim": 8},
+                         env=env, encoder={"channels": (4,), "kernel_sizes": (3,), "strides": (2,), "feature_dim": 8},
                          cql={"head_hidden": 8})  # fmt: skip
     model.eval()
     with torch.no_grad():  # always "open" (index 7): never what the oracle does when starting a lift
@@ -62,7 +63,7 @@ def test_closed_loop_agreement_plays_real_episodes_and_names_the_disagreements()
             if isinstance(layer, torch.nn.Linear) and layer.out_features == 8:
                 layer.weight.zero_()
                 layer.bias.copy_(torch.tensor([0.0] * 7 + [5.0]))
-    result = on_policy_agreement(model, episodes=1, max_steps=6)
+    result = on_policy_agreement(model, episodes=1)
     assert result["on_policy_episodes"] == 1
     (agreement,) = result["oracle_agreement"]
     (confusions,) = result["confusions"]

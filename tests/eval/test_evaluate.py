@@ -6,11 +6,11 @@ import pytest
 from robocds.envs.env import PROPRIO_DIM, ManipulationEnv
 from robocds.envs.rollout import play_oracle_episode
 from robocds.envs.seeds import eval_episode_seed, is_eval_seed
+from robocds.envs.suite import EnvSettings
 from robocds.envs.tasks import TASK_NAMES, ScriptedOracle, get_task
 from robocds.eval.callback import SuccessRateCallback
 from robocds.eval.evaluate import evaluate, rollout
 from robocds.eval.policy import ModulePolicy, OraclePolicy, RandomPolicy
-from robocds.eval.workers import EnvSettings
 
 SMALL = EnvSettings(image_size=32, max_steps=40)
 
@@ -51,6 +51,10 @@ def test_random_network_runs_end_to_end_in_worker_processes_and_writes_every_out
     assert "| lift-cube |" in (tmp_path / "results.md").read_text()
     videos = sorted(p.name for p in (tmp_path / "videos").glob("*.mp4"))
     assert len(videos) == 2 and all(("-000-failure" in v) or ("-000-success" in v) for v in videos)
+    import imageio.v2 as imageio
+
+    with imageio.get_reader(tmp_path / "videos" / videos[0]) as reader:  # the viewer camera, not the 64x64 view
+        assert reader.get_meta_data()["size"] == (256, 256) and reader.count_frames() == 7  # 6 steps + the reset
     assert summary["average_success"] == written["average_success"]
 
 
@@ -83,7 +87,8 @@ def test_success_rate_callback_logs_every_task(tmp_path):
     from robocds.module import MultiTaskCQL
 
     torch.manual_seed(0)
-    module = MultiTaskCQL(num_tasks=2, num_actions=8, image_size=64, proprio_dim=PROPRIO_DIM, task_names=TASK_NAMES[:2])
+    module = MultiTaskCQL(num_tasks=2, num_actions=8, image_size=64, proprio_dim=PROPRIO_DIM, task_names=TASK_NAMES[:2],
+                          env=EnvSettings(64, 3).to_json_dict())  # fmt: skip
 
     class _Logger:
         logged: list = []
@@ -96,7 +101,7 @@ def test_success_rate_callback_logs_every_task(tmp_path):
         global_step = 10
         is_global_zero = True
 
-    callback = SuccessRateCallback(every_n_steps=10, episodes_per_task=1, max_steps=3)
+    callback = SuccessRateCallback(every_n_steps=10, episodes_per_task=1)
     callback.on_train_batch_end(_Trainer(), module, None, None, 0)
     step, metrics = _Trainer.loggers[0].logged[0]
     assert step == 10
@@ -125,3 +130,28 @@ def test_rollout_gives_the_pool_its_envs_per_worker(monkeypatch):
     monkeypatch.setattr(evaluate_module, "WorkerPool", RecordingPool)
     rollout(OraclePolicy(TASK_NAMES), ["lift-cube"], 1, workers=0, settings=SMALL, progress=False, envs_per_worker=3)
     assert seen == [3]
+
+
+def test_reference_policies_take_the_env_from_a_dataset_and_options_only_without_one(tiny_root):
+    from robocds.datasets.manifest import read_manifest
+    from robocds.eval.evaluate import resolve_settings
+
+    policy = RandomPolicy(TASK_NAMES)
+    recorded = read_manifest(str(tiny_root)).env
+    assert resolve_settings(policy, str(tiny_root), None, None, None) == recorded
+    assert resolve_settings(policy, None, 48, 7, None) == EnvSettings(image_size=48, max_steps=7)
+    with pytest.raises(ValueError, match=r"--image-size 64 contradicts the dataset .*: its image_size is 32"):
+        resolve_settings(policy, str(tiny_root), 64, None, None)
+
+
+def test_a_checkpoint_and_a_dataset_of_other_settings_are_refused_naming_the_difference(tiny_root):
+    torch = pytest.importorskip("torch")
+    from robocds.eval.evaluate import resolve_settings
+    from robocds.module import MultiTaskCQL
+
+    torch.manual_seed(0)
+    small = {"kernel_sizes": (4, 3, 3), "strides": (2, 2, 1)}  # a conv stack that fits 32x32 frames
+    module = MultiTaskCQL(num_tasks=1, num_actions=8, image_size=32, proprio_dim=PROPRIO_DIM, task_names=TASK_NAMES[:1],
+                          env=EnvSettings(32, 40).to_json_dict(), encoder=small)  # fmt: skip
+    with pytest.raises(ValueError, match=r"another env than the dataset .*: max_steps=40 vs 12"):
+        resolve_settings(ModulePolicy(module, "ckpt"), str(tiny_root), None, None, None)

@@ -153,6 +153,20 @@ def test_fit_on_a_generated_tiny_dataset_with_the_packaged_configs(tmp_path: Pat
     assert cli.trainer.global_step == 3
     assert cli.model.task_names == list(cli.datamodule.task_names) and cli.model.image_size == 32
     assert (tmp_path / "runs" / "cds" / "version_0" / "checkpoints" / "best.ckpt").is_file()
+    # The env settings travel data -> checkpoint -> evaluation, which rebuilds the env from the checkpoint alone.
+    from robocds.datasets.manifest import read_manifest
+    from robocds.eval.evaluate import main as evaluate_main
+    from robocds.eval.evaluate import resolve_settings
+    from robocds.eval.policy import load_checkpoint_policy
+
+    last = tmp_path / "runs" / "cds" / "version_0" / "checkpoints" / "last.ckpt"
+    recorded = read_manifest(str(root)).env
+    assert torch.load(last, weights_only=True)["hyper_parameters"]["env"] == recorded.to_json_dict()
+    policy = load_checkpoint_policy(last, "cpu")
+    assert resolve_settings(policy, None, None, None, None) == recorded
+    assert resolve_settings(policy, str(root), 32, recorded.max_steps, "tiny") == recorded  # agreeing options pass
+    with pytest.raises(SystemExit, match=r"--max-steps 40 contradicts the checkpoint last: its max_steps is 12"):
+        evaluate_main(["--checkpoint", str(last), "--out", str(tmp_path / "eval"), "--max-steps", "40"])
 
 
 def test_last_checkpoint_holds_the_final_weights_when_the_monitored_metric_stops_improving(
