@@ -165,7 +165,9 @@ def test_fit_on_a_generated_tiny_dataset_with_the_packaged_configs(tmp_path: Pat
     policy = load_checkpoint_policy(last, "cpu")
     assert resolve_settings(policy, None, None, None, None) == recorded
     assert resolve_settings(policy, str(root), 32, recorded.max_steps, "tiny") == recorded  # agreeing options pass
-    with pytest.raises(SystemExit, match=r"--max-steps 40 contradicts the checkpoint last: its max_steps is 12"):
+    from robocds.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"--max-steps 40 contradicts the checkpoint last: its max_steps is 12"):
         evaluate_main(["--checkpoint", str(last), "--out", str(tmp_path / "eval"), "--max-steps", "40"])
 
 
