@@ -131,7 +131,8 @@ class OfflineDataModule(pl.LightningDataModule):
         shuffle_buffer: streaming shuffle buffer, in transitions per task.
         resampled: streaming: draw shards with replacement per worker (``True``, any worker count)
             or split a per-epoch shuffled shard list by node and worker (``False``).
-        verify: check every shard's sha256 against the manifest when loading into memory.
+        verify: check every shard's sha256 against the manifest as it is read, into memory or streamed
+            (the bytes are hashed as they arrive: no second read; the size is checked either way).
     """
 
     def __init__(
@@ -286,6 +287,7 @@ class OfflineDataModule(pl.LightningDataModule):
                 resampled=s.resampled,
                 seed=s.seed,
                 manifest=self.manifest,
+                verify=s.verify,
             )
             loader = _EpochLoader(
                 dataset,

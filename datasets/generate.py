@@ -31,7 +31,16 @@ from typing import Any
 
 from robocds.datasets.episode import encode_episode
 from robocds.datasets.errors import DatasetError
-from robocds.datasets.manifest import ShardSummary, build_manifest, summarise_shard
+from robocds.datasets.manifest import (
+    RECORD_SUFFIX,
+    ShardSummary,
+    build_manifest,
+    read_shard_record,
+    record_relpath,
+    summarise_shard,
+    verify_finished_shard,
+    write_shard_record,
+)
 from robocds.datasets.recipe import Recipe, load_recipe, recipe_from_dict
 from robocds.datasets.recording import record_episode
 from robocds.datasets.schema import MANIFEST_FILE, RECIPE_FILE, shard_name, shard_relpath
@@ -46,7 +55,7 @@ from robocds.datasets.storage import (
     write_bytes_atomic,
     write_json_atomic,
 )
-from robocds.errors import INTERRUPTED_STATUS, ConfigError, int_at_least, run_cli
+from robocds.errors import INTERRUPTED_STATUS, ConfigError, int_at_least, output_dir, run_cli
 
 
 @dataclass(frozen=True)
@@ -122,7 +131,10 @@ def generate_shard(
             on_episode()
     data = tar_bytes(samples)
     write_bytes_atomic(root, job.relpath, data)
-    return summarise_shard(job.relpath, data, metas)
+    summary = summarise_shard(job.relpath, data, metas)
+    if not is_url(root):  # a URL cannot be listed, so a restarted URL job rewrites its range: no records
+        write_shard_record(root, summary)  # after the shard: the shard counts as finished from now on
+    return summary
 
 
 def _worker_main(jobs: Any, results: Any, recipe_json: dict, root: str) -> None:
@@ -163,21 +175,43 @@ def default_workers() -> int:
 
 
 def check_recipe_lock(root: str, recipe: Recipe) -> None:
-    """Refuse to mix shards of two different recipes in one root; record the recipe otherwise."""
+    """Refuse to mix shards of two different recipes in one root; record the recipe otherwise.
+
+    Only finished shards are protected: a run that failed before finishing any shard never blocks the
+    corrected command (its ``recipe.json`` is replaced).
+    """
     if is_url(root):
         return
     if exists(root, RECIPE_FILE):
+        source = join(root, RECIPE_FILE)
         try:
-            previous = recipe_from_dict(json.loads(read_bytes(root, RECIPE_FILE)), join(root, RECIPE_FILE))
+            previous = recipe_from_dict(json.loads(read_bytes(root, RECIPE_FILE)), source)
         except (ValueError, DatasetError) as err:
-            raise DatasetError(f"unreadable ({err}); use an empty root", join(root, RECIPE_FILE)) from None
-        if previous.fingerprint() != recipe.fingerprint():
-            raise DatasetError(
-                "this root holds a dataset of a different recipe (or different overrides); "
-                "rerun with the same recipe to resume, or use an empty root",
-                join(root, RECIPE_FILE),
-            )
+            previous, unreadable = None, f"unreadable ({err})"
+        else:
+            unreadable = ""
+        if previous is None or previous.fingerprint() != recipe.fingerprint():
+            finished = sorted(local_path(root).glob(f"*/shard-*.tar{RECORD_SUFFIX}"))
+            if finished:
+                why = unreadable or "this root holds a dataset of a different recipe (or different overrides)"
+                raise DatasetError(
+                    f"{why}, with {len(finished)} finished shard(s); rerun with the same recipe to resume, "
+                    "or use an empty root",
+                    source,
+                )
     write_json_atomic(root, RECIPE_FILE, recipe.to_json_dict())
+
+
+def finished_shards(root: str, jobs: list[ShardJob]) -> dict[str, ShardSummary]:
+    """The shards of ``jobs`` an earlier run finished under a local ``root``, each re-verified against its
+    record (size and sha256, one read): a kept shard whose bytes changed is a ``DatasetError`` naming it."""
+    kept = {}
+    for job in jobs:
+        record = read_shard_record(root, job.relpath) if exists(root, job.relpath) else None
+        if record is not None:  # a shard without its record was cut short between the two writes: redo it
+            verify_finished_shard(root, record)
+            kept[job.relpath] = record
+    return kept
 
 
 def generate(
@@ -203,8 +237,9 @@ def generate(
             folder = local_path(root) / task
             folder.mkdir(parents=True, exist_ok=True)
             remove_stale_temps(folder, [shard_name(j.index) for j in selected if j.task == task])
-    todo = [job for job in selected if not exists(root, job.relpath)]
-    skipped = [job.relpath for job in selected if job not in todo]
+    kept = {} if is_url(root) else finished_shards(root, selected)  # verified before any new work
+    todo = [job for job in selected if job.relpath not in kept]
+    skipped = list(kept)
     total_episodes = sum(job.episodes for job in todo)
 
     from tqdm import tqdm
@@ -229,12 +264,13 @@ def generate(
     seconds = time.perf_counter() - start
     bar.close()
 
-    known = {s.entry.path: s for s in summaries}
+    new = {s.entry.path: s for s in summaries}
+    known = {**kept, **new}
     # URLs cannot be listed: a URL job writes the manifest only when it wrote the whole plan itself.
-    complete = len(known) == len(jobs) if is_url(root) else all(exists(root, job.relpath) for job in jobs)
+    complete = len(new) == len(jobs) if is_url(root) else all(exists(root, record_relpath(j.relpath)) for j in jobs)
     if complete:
         write_manifest(root, recipe, known)
-    written = sorted(known, key=lambda path: [job.relpath for job in jobs].index(path))
+    written = sorted(new, key=lambda path: [job.relpath for job in jobs].index(path))
     return GenerateResult(written, skipped, seconds, total_episodes, complete)
 
 
@@ -339,6 +375,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if not args.root:
         raise ConfigError("--root: required (the output folder or URL), unless --list")
+    if not is_url(args.root):
+        output_dir(local_path(args.root), "--root")
     if args.manifest_only:
         write_manifest(args.root, recipe)
         print(f"wrote {join(args.root, MANIFEST_FILE)}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -15,14 +15,26 @@ from robocds.datasets.recipe import Recipe, TaskRecipe
 from robocds.datasets.schema import (
     MANIFEST_FILE,
     SCHEMA_VERSION,
+    SHARD_FIELD_TYPES,
     SHARD_PATTERN,
     EpisodeMeta,
     Manifest,
     ShardEntry,
     TaskEntry,
+    check_fields,
     shard_relpath,
 )
-from robocds.datasets.storage import exists, is_url, iter_tar_samples, join, local_path, read_bytes, sha256
+from robocds.datasets.storage import (
+    exists,
+    is_url,
+    iter_tar_samples,
+    join,
+    local_path,
+    read_bytes,
+    read_hashed,
+    sha256,
+    write_json_atomic,
+)
 from robocds.envs.actions import NUM_ACTIONS
 from robocds.envs.suite import PROPRIO_DIM, TASK_NAMES, check_task
 
@@ -67,11 +79,63 @@ def summarise_shard(relpath: str, data: bytes, metas: Sequence[EpisodeMeta]) -> 
     return ShardSummary(entry, tuple(m.episode_return for m in metas))
 
 
+RECORD_SUFFIX = ".json"  # <shard>.tar.json: generation's record of a finished shard
+
+
+def record_relpath(relpath: str) -> str:
+    """Where generation records a finished shard: beside it, ``shard-000000.tar.json``."""
+    return relpath + RECORD_SUFFIX
+
+
+def write_shard_record(root: str, summary: ShardSummary) -> None:
+    """Record a shard that was just written (its manifest entry, sha256 included, and its episode returns),
+    atomically and after the shard: a shard counts as finished once its record exists."""
+    record = {"entry": asdict(summary.entry), "returns": list(summary.returns)}
+    write_json_atomic(root, record_relpath(summary.entry.path), record)
+
+
+def read_shard_record(root: str, relpath: str) -> ShardSummary | None:
+    """The record of the finished shard ``relpath`` under a local ``root``; None when there is none."""
+    if not exists(root, record_relpath(relpath)):
+        return None
+    source = join(root, record_relpath(relpath))
+    try:
+        data = json.loads(read_bytes(root, record_relpath(relpath)))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise DatasetError(f"not valid JSON ({err}); delete it and rerun the same command", source) from None
+    if not isinstance(data, dict):
+        raise DatasetError("expected a JSON object; delete it and rerun the same command", source)
+    entry = ShardEntry(**check_fields(data.get("entry"), SHARD_FIELD_TYPES, source, prefix="entry."))
+    returns = data.get("returns")
+    if not isinstance(returns, list) or not all(isinstance(r, (int, float)) for r in returns):
+        raise DatasetError("expected a list of numbers", source, field="returns")
+    return ShardSummary(entry, tuple(float(r) for r in returns))
+
+
+def verify_finished_shard(root: str, summary: ShardSummary) -> None:
+    """A finished shard still has the bytes its record gives (size and sha256, hashed as it is read)."""
+    location = join(root, summary.entry.path)
+    try:
+        data, digest = read_hashed(location)
+    except FileNotFoundError:
+        raise DatasetError("missing: generation has not finished", location) from None
+    if len(data) != summary.entry.bytes or digest != summary.entry.sha256:
+        raise DatasetError(
+            f"changed since it was written (sha256 {digest[:12]}..., {len(data)} bytes; its record "
+            f"{record_relpath(summary.entry.path)} says {summary.entry.sha256[:12]}..., {summary.entry.bytes} bytes): "
+            "delete the shard and its record, then rerun the same command to write it again",
+            location,
+            field="sha256",
+        )
+
+
 def build_manifest(root: str, recipe: Recipe, known: dict[str, ShardSummary] | None = None) -> Manifest:
     """Summarise every shard of ``recipe`` under ``root`` (all must exist).
 
-    Shards in ``known`` (relative path -> summary, from the run that just wrote them) are not read
-    again; every other shard is read back and fully validated.
+    Shards in ``known`` (relative path -> summary: written or verified by the calling run) are not
+    read again. Every other shard of a local root must have its generation record and still hash to
+    it (a shard whose bytes changed since it was written is refused, not re-listed with its new
+    hash); under a URL, which keeps no records, it is read back and fully validated.
     """
     known = known or {}
     tasks = []
@@ -84,9 +148,19 @@ def build_manifest(root: str, recipe: Recipe, known: dict[str, ShardSummary] | N
             source = join(root, relpath)
             if relpath in known:
                 summary = known[relpath]
-            else:
-                if not is_url(root) and not exists(root, relpath):
+            elif not is_url(root):
+                if not exists(root, relpath):
                     raise DatasetError("missing shard: generation has not finished", source)
+                record = read_shard_record(root, relpath)
+                if record is None:
+                    raise DatasetError(
+                        f"no record of a finished write ({record_relpath(relpath)}): rerun the generation command "
+                        "to write it again",
+                        source,
+                    )
+                verify_finished_shard(root, record)
+                summary = record
+            else:
                 data = read_bytes(root, relpath)
                 metas = [e.meta for e in decode_shard(data, source, task.task, recipe.image_size, first)]
                 summary = summarise_shard(relpath, data, metas)
@@ -156,32 +230,49 @@ def read_manifest(root: str) -> Manifest:
     return manifest
 
 
+def read_shard(
+    location: str, shard: ShardEntry, task: str, image_size: int | None, check_hash: bool = True
+) -> bytes:
+    """A shard's bytes, read once and hashed as they arrive, checked against its manifest entry (size, and
+    sha256 with ``check_hash``). On a mismatch the bytes are decoded first, so that a damaged sample is
+    named precisely (shard, key, field); otherwise the error names the shard and the manifest field."""
+    try:
+        data, digest = read_hashed(location, digest=check_hash)
+    except FileNotFoundError:
+        raise DatasetError("missing shard listed in the manifest", location) from None
+    for name, found in (("bytes", len(data)), ("sha256", digest if check_hash else shard.sha256)):
+        if found != getattr(shard, name):
+            for _ in decode_shard(data, location, task, image_size, shard.first_episode):
+                pass
+            raise DatasetError(
+                f"manifest says {getattr(shard, name)!r}, the shard has {found!r}", location, field=f"manifest:{name}"
+            )
+    return data
+
+
 def iter_shard(
     root: str, manifest: Manifest, task: TaskEntry, shard: ShardEntry, check_hash: bool = True
 ) -> Iterator[Episode]:
-    """Decode one shard episode by episode, then check it against its manifest entry.
+    """Decode one shard episode by episode, checked against its manifest entry.
 
-    Only the shard's (compressed) bytes and the episode being yielded are held. The sample count,
-    transitions, size and sha256 are compared once the last episode has been yielded, so a consumer
-    that must not keep bad data (an export) treats what it received as provisional until the
-    iterator is exhausted.
+    Only the shard's (compressed) bytes and the episode being yielded are held. Size and sha256 are
+    checked before the first episode (``read_shard``); the sample count, transitions and successes
+    once the last episode has been yielded, so a consumer that must not keep bad data (an export)
+    treats what it received as provisional until the iterator is exhausted.
     """
     source = join(root, shard.path)
-    try:
-        data = read_bytes(root, shard.path)
-    except FileNotFoundError:
-        raise DatasetError("missing shard listed in the manifest", source) from None
+    data = read_shard(source, shard, task.name, manifest.image_size, check_hash)
     metas = []
     for episode in decode_shard(data, source, task.name, manifest.image_size, shard.first_episode):
         metas.append(episode.meta)
         yield episode
-    check_shard(source, data, metas, shard, check_hash)
+    check_shard(source, metas, shard)
 
 
 def load_shard(
     root: str, manifest: Manifest, task: TaskEntry, shard: ShardEntry, check_hash: bool = True
 ) -> list[Episode]:
-    """Decode one shard and check it against its manifest entry (sample count, transitions, sha256)."""
+    """Decode one shard and check it against its manifest entry (size, sha256, sample and transition counts)."""
     return list(iter_shard(root, manifest, task, shard, check_hash))
 
 
@@ -192,17 +283,18 @@ def iter_task_episodes(root: str, manifest: Manifest, task: str, check_hash: boo
         yield from iter_shard(root, manifest, entry, shard, check_hash)
 
 
-def check_shard(
-    source: str, data: bytes, metas: Sequence[EpisodeMeta], shard: ShardEntry, check_hash: bool = True
-) -> None:
-    """Compare a decoded shard with its manifest entry; errors name the shard and the manifest field."""
-    found = summarise_shard(shard.path, data, metas).entry
-    for name in ("samples", "transitions", "successes", "bytes") + (("sha256",) if check_hash else ()):
-        if getattr(found, name) != getattr(shard, name):
+def check_shard(source: str, metas: Sequence[EpisodeMeta], shard: ShardEntry) -> None:
+    """Compare a decoded shard's counts with its manifest entry; errors name the shard and the manifest field
+    (its size and sha256 are checked as it is read, see ``read_shard``)."""
+    found = {
+        "samples": len(metas),
+        "transitions": sum(m.length for m in metas),
+        "successes": sum(m.success for m in metas),
+    }
+    for name, value in found.items():
+        if value != getattr(shard, name):
             raise DatasetError(
-                f"manifest says {getattr(shard, name)!r}, the shard has {getattr(found, name)!r}",
-                source,
-                field=f"manifest:{name}",
+                f"manifest says {getattr(shard, name)!r}, the shard has {value!r}", source, field=f"manifest:{name}"
             )
 
 

@@ -48,6 +48,22 @@ def read_bytes(root: str, relpath: str) -> bytes:
     return Path(location).read_bytes()
 
 
+READ_CHUNK = 1 << 20  # bytes per read while hashing a file as it streams in
+
+
+def read_hashed(location: str, digest: bool = True) -> tuple[bytes, str | None]:
+    """The bytes of the file or URL ``location`` and their sha256 (None without ``digest``), hashed chunk
+    by chunk as they arrive: one read of the file, no second pass over it."""
+    hasher = hashlib.sha256() if digest else None
+    chunks = []
+    with _gopen(location, "rb") if is_url(location) else open(location, "rb") as stream:
+        while chunk := stream.read(READ_CHUNK):
+            if hasher is not None:
+                hasher.update(chunk)
+            chunks.append(chunk)
+    return b"".join(chunks), hasher.hexdigest() if hasher is not None else None
+
+
 def exists(root: str, relpath: str) -> bool:
     """Whether a finished file exists; unknowable for URLs in general, so False there (rewrite)."""
     return not is_url(root) and Path(join(root, relpath)).is_file()

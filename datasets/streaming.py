@@ -11,7 +11,6 @@ so a run is repeatable for a given number of DataLoader workers and processes.
 from __future__ import annotations
 
 import random
-import re
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -19,8 +18,7 @@ import torch
 import webdataset as wds
 
 from robocds.datasets.episode import decode_episode
-from robocds.datasets.errors import DatasetError
-from robocds.datasets.manifest import read_manifest
+from robocds.datasets.manifest import read_manifest, read_shard
 from robocds.datasets.schema import (
     BATCH_ACTION,
     BATCH_IMAGE,
@@ -30,9 +28,10 @@ from robocds.datasets.schema import (
     BATCH_REWARDS,
     BATCH_SUCCESSES,
     Manifest,
+    ShardEntry,
     episode_from_key,
 )
-from robocds.datasets.storage import join
+from robocds.datasets.storage import iter_tar_samples, join
 from robocds.envs.seeds import hash_seed
 
 # A transition inside the pipeline: views into its episode's arrays, no copies until collation.
@@ -40,18 +39,19 @@ from robocds.envs.seeds import hash_seed
 Transition = tuple[np.ndarray, ...]
 
 
-def raise_with_shard(exn: Exception) -> bool:
-    """WebDataset error handler: re-raise as a ``DatasetError`` that names the shard."""
-    if isinstance(exn, DatasetError):
-        raise exn
-    # WebDataset appends the stream and URL to the exception's args; dig the shard's name out of them.
-    shards = [m for a in exn.args for m in _TAR_NAME.findall(str(a))]
-    first = exn.args[0] if exn.args else exn
-    problem = f"truncated or corrupt tar ({type(exn).__name__}: {first})"
-    raise DatasetError(problem, shards[-1] if shards else None, field="tar") from exn
+class _ReadShards:
+    """Pipeline stage: shard URLs -> raw samples. Each shard is read whole, hashed as its bytes stream in,
+    and checked against its manifest entry (size, sha256) before any of its samples moves on, so a shard
+    whose bytes changed fails naming the shard at once and none of its transitions reaches a batch."""
 
+    def __init__(self, entries: dict[str, ShardEntry], task: str, image_size: int, check_hash: bool) -> None:
+        self.entries, self.task, self.image_size, self.check_hash = entries, task, image_size, check_hash
 
-_TAR_NAME = re.compile(r"""[^\s'"<>=]+\.tar\b""")
+    def __call__(self, sources: Iterator[dict]) -> Iterator[dict]:
+        for source in sources:
+            url = source["url"]
+            data = read_shard(url, self.entries[url], self.task, self.image_size, self.check_hash)
+            yield from iter_tar_samples(data, url)
 
 
 class _KeepEpisodes:
@@ -110,7 +110,8 @@ class StreamingMultiTaskDataset(torch.utils.data.IterableDataset):
     - shards: ``ResampledShards`` (``resampled=True``: each worker draws shards with replacement,
       an epoch is set by ``with_epoch``), or the fixed list shuffled per epoch, split by node and
       by worker and repeated (``resampled=False``; needs >= nodes x workers shards per task);
-    - ``tarfile_to_samples``: tar -> raw samples; errors name the shard;
+    - read each shard whole, hashing its bytes as they stream in, and check size and sha256 against the
+      manifest (``verify=False``: size only) before its samples move on; errors name the shard;
     - decode + validate each episode; drop the held-out (validation) episodes;
     - episodes -> transitions; a shuffle buffer of ``shuffle_buffer`` transitions;
     - ``batched(batch_size)``.
@@ -129,6 +130,7 @@ class StreamingMultiTaskDataset(torch.utils.data.IterableDataset):
         resampled: bool = True,
         seed: int = 0,
         manifest: Manifest | None = None,
+        verify: bool = True,
     ) -> None:
         super().__init__()
         self.root = root
@@ -140,6 +142,7 @@ class StreamingMultiTaskDataset(torch.utils.data.IterableDataset):
         self.shuffle_buffer = shuffle_buffer
         self.resampled = resampled
         self.seed = seed
+        self.verify = verify
         self.epoch = 0
         self.columns = [list(self.manifest.reward_tasks).index(name) for name in self.task_names]
         for name in self.task_names:
@@ -150,7 +153,8 @@ class StreamingMultiTaskDataset(torch.utils.data.IterableDataset):
 
     def _task_pipeline(self, task: str, seed: int, rank: int, world: int, worker: int, workers: int):
         entry = self.manifest.task(task)
-        urls = [join(self.root, shard.path) for shard in entry.shards]
+        entries = {join(self.root, shard.path): shard for shard in entry.shards}
+        urls = list(entries)
         if self.resampled:
             shards = [wds.ResampledShards(urls, seed=seed, deterministic=True)]  # with replacement, per worker
         else:
@@ -168,7 +172,7 @@ class StreamingMultiTaskDataset(torch.utils.data.IterableDataset):
         wanted = self.train_episodes[task] if self.train_episodes is not None else None
         pipeline = wds.DataPipeline(
             *shards,
-            wds.tarfile_to_samples(handler=raise_with_shard),  # tar members -> raw episode samples
+            self._shard_reader(entries, task),  # shard -> raw samples, size and sha256 checked as it streams in
             wds.select(_KeepEpisodes(wanted)),  # hold out the validation episodes (by key, before decoding)
             wds.map(_Decode(task, self.manifest.image_size, self.manifest.proprio_dim)),  # validate + decode
             _Explode(self.columns),  # episode -> transitions (views, no copies)
@@ -177,6 +181,10 @@ class StreamingMultiTaskDataset(torch.utils.data.IterableDataset):
         )
         # The fixed shard list ends after one pass: repeat it (a new shard order each pass) forever.
         return pipeline if self.resampled else pipeline.repeat(nepochs=2**62)
+
+    def _shard_reader(self, entries: dict[str, ShardEntry], task: str):
+        """The pipeline stage that turns shard URLs into raw samples (a benchmark swaps it for WebDataset's)."""
+        return _ReadShards(entries, task, self.manifest.image_size, self.verify)
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         info = torch.utils.data.get_worker_info()
