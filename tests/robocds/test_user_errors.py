@@ -65,6 +65,11 @@ def contract_cases(f: dict[str, Path]) -> dict[str, tuple[str, list[str], str]]:
             ["fit", "--config", "base", "--data.root", str(f["empty"]), "--ckpt_path", str(f["random"])],
             f"{f['random']}: not a checkpoint",
         ),
+        "robocds: checkpoints are never fully unpickled": (
+            "robocds",
+            ["fit", "--config", "base", "--data.root", str(f["empty"]), "--weights_only", "false"],
+            "--weights_only false: refused",
+        ),
         "generate: image size the camera refuses": (
             "robocds-generate",
             [str(f["recipe"]), "--root", out],
