@@ -93,7 +93,8 @@ def test_spaces_spec_and_recovered_env_reproduce_an_episode(tiny_root, tiny_reci
         registered.close()
         spec = dataset.spec.env_spec
         assert spec.id == env_id(task)
-        assert spec.kwargs == {"task": task, "image_size": 32, "max_steps": 12, "renderer": "tiny", "substeps": 12}
+        expected = {"task": task, "image_size": 32, "max_steps": 12, "renderer": "tiny", "substeps": 12}
+        assert spec.kwargs == {**expected, "camera": "front"}
 
         env = dataset.recover_environment()
         for seed, episode in zip(episode_seeds(dataset), dataset.iterate_episodes()):
