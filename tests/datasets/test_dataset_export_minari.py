@@ -234,9 +234,10 @@ def run_cli(args: list[str], capsys) -> tuple[int, str]:
         ("bad namespace", "namespace 'a b': not a valid Minari namespace"),
         ("out is a file", "exists and is not a folder"),
         ("corrupt shard", "lift-cube/shard-000000.tar: sample 'lift-cube-000000': field 'task_rewards.npy'"),
+        ("minari missing", "minari: not installed"),
     ],
 )
-def test_bad_input_gives_one_line_and_status_2(case, expected, dataset_copy, tmp_path, capsys):
+def test_bad_input_gives_one_line_and_status_2(case, expected, dataset_copy, tmp_path, capsys, monkeypatch):
     out = tmp_path / "minari"
     args = [str(dataset_copy), "--out", str(out)]
     if case == "no manifest":
@@ -255,6 +256,8 @@ def test_bad_input_gives_one_line_and_status_2(case, expected, dataset_copy, tmp
             sample["task_rewards.npy"] = npy(rewards)
 
         rewrite_sample(first_shard(dataset_copy), nan_reward)
+    elif case == "minari missing":
+        monkeypatch.setitem(sys.modules, "minari", None)  # what an install without the extra sees
     code, err = run_cli(args, capsys)
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1, err
