@@ -11,8 +11,8 @@
 Each Minari episode is one robocds episode, step for step (no simulation is re-run): the task's own
 reward column as ``rewards``, every task's reward and success in ``infos`` for relabeling, frames
 stored losslessly (Minari's JPEG encoding is turned off). The env spec is ``robocds/<task>-v0`` with
-the recipe's image size, horizon, renderer and substeps, so ``recover_environment()`` builds the
-environment that recorded the data.
+the env settings the manifest records (image size, horizon, renderer, substeps, camera), so
+``recover_environment()`` builds the environment that recorded the data.
 
 Streaming: shards are read one at a time and episodes handed to Minari one at a time, so memory is
 one shard's compressed bytes plus one decoded episode, whatever the dataset's size.
@@ -139,6 +139,7 @@ def robocds_metadata(manifest: Manifest, recipe: Recipe, task: str, manifest_sha
         "each Minari episode's seed is its reset seed",
         "data_seed_range": [0, EVAL_SEED_START],
         "eval_seed_range": [EVAL_SEED_START, SEED_END],
+        "env_settings": manifest.env.to_json_dict(),
         "reward_tasks": list(manifest.reward_tasks),
         "actions": list(manifest.actions),
         "recipe": manifest.recipe,
@@ -273,7 +274,7 @@ def _export_task(
     column = list(manifest.reward_tasks).index(task)
     try:
         with minari_root(tmp):
-            env = gym.make(env_id(task), **recipe.env_kwargs())
+            env = gym.make(env_id(task), **manifest.env.env_kwargs())  # the settings the data was recorded with
             try:
                 with warnings.catch_warnings():
                     warnings.filterwarnings("ignore", message=_UNSET_FIELD_WARNINGS, category=UserWarning)

@@ -182,18 +182,6 @@ class Recipe:
                 return task
         raise ValueError(f"task {name!r} is not in recipe {self.name!r}")
 
-    def env_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of ``ManipulationEnv`` (and ``gymnasium.make``) giving this recipe's episodes."""
-        # substeps resolved (in ``env``), not left to the env's default: a recorded spec stays valid if it changes.
-        env = self.env
-        return {
-            "image_size": env.image_size,
-            "max_steps": env.max_steps,
-            "renderer": env.renderer,
-            "substeps": env.substeps,
-            "camera": env.camera,
-        }
-
     def num_shards(self, task: str) -> int:
         return -(-self.task(task).episodes // self.episodes_per_shard)
 

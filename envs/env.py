@@ -105,15 +105,7 @@ class ManipulationEnv(gym.Env):
     @classmethod
     def from_settings(cls, task: str, settings: EnvSettings, render_mode: str | None = None) -> ManipulationEnv:
         """The env of ``task`` built exactly as ``settings`` say (as recorded in a manifest or checkpoint)."""
-        return cls(
-            task,
-            image_size=settings.image_size,
-            max_steps=settings.max_steps,
-            renderer=settings.renderer,
-            substeps=settings.substeps,
-            render_mode=render_mode,
-            camera=settings.camera,
-        )
+        return cls(task, render_mode=render_mode, **settings.env_kwargs())
 
     def render(self) -> np.ndarray | None:
         """With ``render_mode="rgb_array"``: the scene from the viewer camera, uint8 [256, 256, 3].

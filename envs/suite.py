@@ -104,6 +104,17 @@ class EnvSettings:
     def to_json_dict(self) -> dict[str, Any]:
         return {**asdict(self), "actions": list(self.actions)}
 
+    def env_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of ``ManipulationEnv`` and ``gymnasium.make("robocds/<task>-v0", ...)`` that build
+        the env these settings describe (the action set is not one: it is checked, never chosen)."""
+        return {
+            "image_size": self.image_size,
+            "max_steps": self.max_steps,
+            "renderer": self.renderer,
+            "substeps": self.substeps,
+            "camera": self.camera,
+        }
+
     @classmethod
     def from_json_dict(cls, data: Any) -> EnvSettings:
         """Settings as read from a manifest or a checkpoint; a ``ValueError`` names the bad setting and value."""

@@ -87,14 +87,15 @@ def test_spaces_spec_and_recovered_env_reproduce_an_episode(tiny_root, tiny_reci
     actions, and the observations, rewards, flags and reset infos are the exported ones."""
     for task in TASKS:
         dataset = load_exported(exported, task, monkeypatch)
-        registered = gym.make(env_id(task), **tiny_recipe.env_kwargs())
+        settings = read_manifest(str(tiny_root)).env
+        registered = gym.make(env_id(task), **settings.env_kwargs())
         assert dataset.observation_space == registered.observation_space
         assert dataset.action_space == registered.action_space
         registered.close()
         spec = dataset.spec.env_spec
         assert spec.id == env_id(task)
         expected = {"task": task, "image_size": 32, "max_steps": 12, "renderer": "tiny", "substeps": 12}
-        assert spec.kwargs == {**expected, "camera": "front"}
+        assert spec.kwargs == {**expected, "camera": "front"} == {"task": task, **settings.env_kwargs()}
 
         env = dataset.recover_environment()
         for seed, episode in zip(episode_seeds(dataset), dataset.iterate_episodes()):
@@ -129,6 +130,7 @@ def test_metadata_names_recipe_noise_seeds_and_manifest_hash(tiny_root, tiny_rec
         noise = {"random_action_prob": entry.random_action_prob, "position_std": entry.position_std}
         assert ours["oracle_noise"] == [{"episodes": entry.episodes, **noise}]
         assert ours["base_seed"] == tiny_recipe.base_seed
+        assert ours["env_settings"] == manifest.env.to_json_dict()
         assert ours["reward_tasks"] == list(manifest.reward_tasks)
         assert (ours["episodes"], ours["transitions"]) == (entry.episodes, entry.transitions)
         assert meta["jpeg_encoding"] is False and meta["data_format"] == "hdf5"
