@@ -36,6 +36,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from robocds.cql import data_action_values
 from robocds.datasets.datamodule import OfflineDataModule
 from robocds.datasets.recipe import load_recipe
 from robocds.datasets.replay import load_replay
@@ -86,7 +87,7 @@ class StandInStep:
             reward = batch[BATCH_REWARDS][rows, :, rows]
             done = batch[BATCH_SUCCESSES][rows, :, rows]
             target = reward + 0.99 * (1 - done) * next_q.max(-1).values
-        chosen = q.gather(-1, batch[BATCH_ACTION][..., None]).squeeze(-1)
+        chosen = data_action_values(q, batch[BATCH_ACTION])
         loss = torch.nn.functional.mse_loss(chosen, target)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

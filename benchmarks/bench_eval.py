@@ -16,10 +16,10 @@ import time
 
 import torch
 
-from robocds.envs.tasks import TASK_NAMES
+from robocds.envs.actions import NUM_ACTIONS
+from robocds.envs.suite import PROPRIO_DIM, TASK_NAMES, EnvSettings
 from robocds.eval.evaluate import rollout
 from robocds.eval.policy import ModulePolicy
-from robocds.eval.workers import EnvSettings
 from robocds.module import MultiTaskCQL
 
 
@@ -34,9 +34,12 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.manual_seed(0)
-    module = MultiTaskCQL(len(TASK_NAMES), 8, 64, 4, task_names=TASK_NAMES).to(args.device).eval()
+    settings = EnvSettings(max_steps=args.max_steps)  # the default env otherwise
+    module = MultiTaskCQL(
+        len(TASK_NAMES), NUM_ACTIONS, settings.image_size, PROPRIO_DIM, TASK_NAMES, env=settings.to_json_dict()
+    )
+    module = module.to(args.device).eval()
     policy = ModulePolicy(module, "untrained")
-    settings = EnvSettings(image_size=64, max_steps=args.max_steps)
     layouts = {name: tuple(int(v) for v in name.split("x")) for name in args.layouts}
     times: dict[str, list[float]] = {name: [] for name in layouts}
     episodes = args.episodes * len(args.tasks)

@@ -25,6 +25,16 @@ from collections.abc import Callable
 import torch
 
 from robocds.config import CQLConfig, EncoderConfig, SharingConfig
+from robocds.datasets.schema import (
+    BATCH_ACTION,
+    BATCH_IMAGE,
+    BATCH_NEXT_IMAGE,
+    BATCH_NEXT_PROPRIO,
+    BATCH_PROPRIO,
+    BATCH_REWARDS,
+    BATCH_SUCCESSES,
+)
+from robocds.envs.suite import PROPRIO_DIM
 from robocds.module import MultiTaskCQL
 from robocds.qnet import polyak_update
 from robocds.sharing import SharingRouter
@@ -39,13 +49,13 @@ def synthetic_batch(num_tasks: int, batch_size: int, image_size: int, num_action
     action = torch.randint(0, num_actions, (t, b), generator=g)
     rewards = (action[..., None] == torch.arange(t) % num_actions).float()
     batch = {
-        "image": torch.randint(0, 256, (t, b, 3, s, s), generator=g, dtype=torch.uint8),
-        "next_image": torch.randint(0, 256, (t, b, 3, s, s), generator=g, dtype=torch.uint8),
-        "proprio": torch.rand(t, b, 4, generator=g),
-        "next_proprio": torch.rand(t, b, 4, generator=g),
-        "action": action,
-        "rewards": rewards,
-        "successes": rewards.clone(),
+        BATCH_IMAGE: torch.randint(0, 256, (t, b, 3, s, s), generator=g, dtype=torch.uint8),
+        BATCH_NEXT_IMAGE: torch.randint(0, 256, (t, b, 3, s, s), generator=g, dtype=torch.uint8),
+        BATCH_PROPRIO: torch.rand(t, b, PROPRIO_DIM, generator=g),
+        BATCH_NEXT_PROPRIO: torch.rand(t, b, PROPRIO_DIM, generator=g),
+        BATCH_ACTION: action,
+        BATCH_REWARDS: rewards,
+        BATCH_SUCCESSES: rewards.clone(),
     }
     return {k: v.to(device) for k, v in batch.items()}
 
@@ -56,7 +66,7 @@ def make_step(mode: str, args: argparse.Namespace, device: str) -> Callable[[dic
         num_tasks=args.tasks,
         num_actions=args.actions,
         image_size=args.image_size,
-        proprio_dim=4,
+        proprio_dim=PROPRIO_DIM,
         encoder=EncoderConfig(),
         cql=CQLConfig(),
     ).to(device)

@@ -18,10 +18,9 @@ import itertools
 
 import torch
 
-from robocds.batch import flatten_rows
 from robocds.cql import data_action_values
 from robocds.datasets.datamodule import OfflineDataModule
-from robocds.datasets.schema import BATCH_ACTION, BATCH_IMAGE, BATCH_PROPRIO
+from robocds.datasets.schema import BATCH_ACTION
 from robocds.eval.policy import load_checkpoint_policy
 
 
@@ -30,10 +29,7 @@ def data_action_q(module, loader, batches: int) -> torch.Tensor:
     """Conservative Q of the data actions, [T_src, batches * B, T_tgt], over ``batches`` batches of ``loader``."""
     values = []
     for batch in itertools.islice(loader, batches):
-        actions = batch[BATCH_ACTION]
-        t, b = actions.shape
-        q = module.q_values(flatten_rows(batch[BATCH_IMAGE]), flatten_rows(batch[BATCH_PROPRIO])).view(t, b, t, -1)
-        values.append(data_action_values(q, actions))
+        values.append(data_action_values(module.batch_q_values(batch), batch[BATCH_ACTION]))
     return torch.cat(values, dim=1)
 
 

@@ -113,7 +113,7 @@ def _label(text: str, height: int, width: int) -> np.ndarray:
     return panel
 
 
-def contact_sheet(episodes: list[Episode], frames_per_row: int = 8, cell: int = 96) -> np.ndarray:
+def episode_strips(episodes: list[Episode], frames_per_row: int = 8, cell: int = 96) -> np.ndarray:
     """One row per episode: a label, then ``frames_per_row`` frames spread over the episode. uint8 [H, W, 3]."""
     rows = []
     for episode in episodes:
@@ -172,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     out.mkdir(parents=True, exist_ok=True)
     episodes = load_episodes(args.root, manifest, refs)
-    write_png(out / "contact_sheet.png", contact_sheet(episodes, args.frames))
+    write_png(out / "contact_sheet.png", episode_strips(episodes, args.frames))
     write_video(out / "episodes.mp4", episode_video_frames(episodes), fps=8)
     print(f"wrote {out / 'contact_sheet.png'} and {out / 'episodes.mp4'} ({len(episodes)} episodes)")
     return 0

@@ -54,6 +54,7 @@ import numpy as np
 
 from robocds.datasets.errors import DatasetError
 from robocds.envs.suite import EnvSettings
+from robocds.files import TEMP_SUFFIX  # noqa: F401 - files in progress: hidden dot-files, never SHARD_PATTERN
 
 BATCH_IMAGE = "image"
 BATCH_NEXT_IMAGE = "next_image"
@@ -186,7 +187,6 @@ META_FIELD_TYPES: dict[str, type | tuple[type, ...]] = {  # JSON type of every m
 MANIFEST_FILE = "manifest.json"
 RECIPE_FILE = "recipe.json"  # the resolved recipe, written first so a resumed run can check it
 SHARD_PATTERN = re.compile(r"^shard-(\d{6})\.tar$")
-TEMP_SUFFIX = ".tmp"  # shards in progress are hidden dot-files ending in this, never matching SHARD_PATTERN
 
 
 def shard_name(index: int) -> str:

@@ -11,14 +11,14 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import tarfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from robocds.datasets.errors import DatasetError
-from robocds.datasets.schema import TEMP_SUFFIX
+from robocds.files import stale_temps
+from robocds.files import write_bytes_atomic as write_file_atomic
 
 TAR_USER = "robocds"  # fixed owner and mtime in tar headers: shards are byte-identical across runs
 TAR_MTIME = 0
@@ -75,30 +75,14 @@ def _gopen(url: str, mode: str):
     return wds.gopen(url, mode)
 
 
-def temp_name(final: Path) -> Path:
-    """Hidden, process-unique temporary sibling of ``final``."""
-    return final.with_name(f".{final.name}.{os.getpid()}{TEMP_SUFFIX}")
-
-
 def write_bytes_atomic(root: str, relpath: str, data: bytes) -> None:
-    """Write ``data`` to ``root``/``relpath`` so that it appears complete or not at all."""
+    """Write ``data`` to ``root``/``relpath`` so that it appears complete or not at all (and durably, locally)."""
     if is_url(root):
         with _gopen(join(root, relpath), "wb") as stream:
             stream.write(data)
         return
-    final = Path(join(root, relpath))
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_name(final)
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())  # the rename must never expose a file whose bytes are not on disk
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(final.parent)
+    # durable: the rename must never expose a shard whose bytes are not on disk.
+    write_file_atomic(join(root, relpath), data, durable=True)
 
 
 def write_json_atomic(root: str, relpath: str, data: Any) -> None:
@@ -109,23 +93,10 @@ def remove_stale_temps(folder: Path, shard_names: Iterable[str]) -> int:
     """Delete leftovers of interrupted writes of the given shards; returns how many."""
     removed = 0
     for name in shard_names:
-        for tmp in folder.glob(f".{name}.*{TEMP_SUFFIX}"):
+        for tmp in stale_temps(folder, name):
             tmp.unlink(missing_ok=True)
             removed += 1
     return removed
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # not every filesystem supports fsync on a directory
-    finally:
-        os.close(fd)
 
 
 def sha256(data: bytes) -> str:

@@ -11,7 +11,7 @@ import json
 from tqdm import tqdm
 
 from robocds.envs.env import ManipulationEnv
-from robocds.envs.media import contact_sheet, label, write_png, write_video
+from robocds.envs.media import frame_grid, label, write_png, write_video
 from robocds.envs.rollout import play_oracle_episode
 from robocds.envs.seeds import eval_episode_seed
 from robocds.envs.suite import MIN_IMAGE_SIZE
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
                 records.append({"task": name, "seed": seed, "success": success, "length": steps})
                 bar.update()
             env.close()
-    write_png(out / "contact_sheet.png", contact_sheet(rows))
+    write_png(out / "contact_sheet.png", frame_grid(rows))
     (out / "episodes.json").write_text(json.dumps(records, indent=2))
     for record in records:
         print(

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
 import imageio.v2 as imageio
 import numpy as np
+
+from robocds.files import atomic_path
 
 
 def upscale(frame: np.ndarray, size: int) -> np.ndarray:
@@ -56,20 +57,19 @@ def write_video(path: str | Path, frames: Sequence[np.ndarray], fps: int = 10, s
     """Write uint8 [H, W, 3] frames as an H.264 mp4, upscaled to ``size``; atomic (temp file + rename)."""
     if not frames:
         raise ValueError(f"{path}: no frames to write")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    with imageio.get_writer(tmp, fps=fps, codec="libx264", macro_block_size=1, ffmpeg_log_level="error") as writer:
+    with (
+        atomic_path(path) as tmp,
+        imageio.get_writer(tmp, fps=fps, codec="libx264", macro_block_size=1, ffmpeg_log_level="error") as writer,
+    ):
         for frame in frames:
             writer.append_data(upscale(frame, size) if frame.shape[0] != size else frame)
-    os.replace(tmp, path)
-    return path
+    return Path(path)
 
 
-def contact_sheet(rows: Sequence[Sequence[np.ndarray]], size: int = 128, gap: int = 2) -> np.ndarray:
+def frame_grid(rows: Sequence[Sequence[np.ndarray]], size: int = 128, gap: int = 2) -> np.ndarray:
     """Tile rows of uint8 [H, W, 3] frames into one image; short rows are padded with black."""
     if not rows or not any(rows):
-        raise ValueError("contact_sheet: no frames")
+        raise ValueError("frame_grid: no frames")
     cols = max(len(row) for row in rows)
     sheet = np.zeros((len(rows) * (size + gap) - gap, cols * (size + gap) - gap, 3), dtype=np.uint8)
     for r, row in enumerate(rows):
@@ -81,9 +81,6 @@ def contact_sheet(rows: Sequence[Sequence[np.ndarray]], size: int = 128, gap: in
 
 def write_png(path: str | Path, image: np.ndarray) -> Path:
     """Write a uint8 RGB image as PNG, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    imageio.imwrite(tmp, image)
-    os.replace(tmp, path)
-    return path
+    with atomic_path(path) as tmp:
+        imageio.imwrite(tmp, image)
+    return Path(path)

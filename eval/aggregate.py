@@ -26,6 +26,8 @@ import numpy as np  # noqa: E402
 from rliable import library as rly  # noqa: E402
 from rliable import metrics  # noqa: E402
 
+from robocds.files import atomic_path  # noqa: E402
+
 METRICS = ("IQM", "mean")
 DEFAULT_REPS = 5000  # bootstrap replications: stable to ~0.5 points at 5 seeds, seconds to compute
 PROFILE_TAUS = np.linspace(0.0, 1.0, 21)
@@ -124,13 +126,10 @@ def performance_profiles(
 
 
 def _save(fig: plt.Figure, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=130, bbox_inches="tight")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=130, bbox_inches="tight")
     plt.close(fig)
-    tmp.replace(path)
-    return path
+    return Path(path)
 
 
 def interval_plot(estimates: Mapping[str, Mapping[str, Estimate]], path: str | Path, title: str = "") -> Path:

@@ -35,7 +35,8 @@ import numpy as np
 import torch
 
 from robocds.errors import ConfigError, int_at_least, output_dir, run_cli
-from robocds.eval.evaluate import write_text_atomic
+from robocds.eval.markdown import markdown_table
+from robocds.files import write_text_atomic
 
 ANALYSIS_FILE = "analysis.json"
 
@@ -43,17 +44,15 @@ ANALYSIS_FILE = "analysis.json"
 @torch.no_grad()
 def analyse(module, batches) -> dict:
     """Diagnostics of ``module`` (a MultiTaskCQL in eval mode) over training-format ``batches``."""
-    from robocds.batch import flatten_rows
     from robocds.cql import data_action_values
-    from robocds.datasets.schema import BATCH_ACTION, BATCH_IMAGE, BATCH_PROPRIO
+    from robocds.datasets.schema import BATCH_ACTION
 
     q_sums, nll_sums, agree_sums = [], [], []
     count = 0
     for batch in batches:
         actions = batch[BATCH_ACTION].to(module.device)
         t, b = actions.shape
-        q = module.q_values(flatten_rows(batch[BATCH_IMAGE]), flatten_rows(batch[BATCH_PROPRIO]))
-        q = q.view(t, b, t, -1)  # [T_src, B, T_tgt, A]
+        q = module.batch_q_values(batch)  # [T_src, B, T_tgt, A]
         own = torch.arange(t, device=q.device)
         q_sums.append(data_action_values(q, actions).sum(1).T.double())  # [T_tgt, T_src]
         nll_sums.append(-data_action_values(torch.log_softmax(q, dim=-1), actions)[own, :, own].sum(1).double())
@@ -184,7 +183,6 @@ def markdown(summaries: dict[str, dict]) -> str:
     """One table per diagnostic, a column per method."""
     methods = list(summaries)
     tasks = summaries[methods[0]]["tasks"]
-    header = ["| task | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
     lines = []
     percent = "{:.0%}".format
     tables = (  # (title, the summary key it needs, the cell of task i in a summary)
@@ -201,9 +199,8 @@ def markdown(summaries: dict[str, dict]) -> str:
     for title, key, cell in tables:
         if any(key not in s for s in summaries.values()):
             continue
-        lines += ["", f"{title}:", "", *header]
-        for i, task in enumerate(tasks):
-            lines.append(f"| {task} | " + " | ".join(cell(s, i) for s in summaries.values()) + " |")
+        rows = [[task, *(cell(s, i) for s in summaries.values())] for i, task in enumerate(tasks)]
+        lines += ["", f"{title}:", "", markdown_table(["task", *methods], rows)]
     return "\n".join(lines).lstrip("\n") + "\n"
 
 

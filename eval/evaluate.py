@@ -35,9 +35,11 @@ from robocds.envs.media import overlay, write_video
 from robocds.envs.seeds import EVAL_SEED_START, SEED_END, eval_episode_seed
 from robocds.envs.suite import DEFAULT_ENV, RENDERERS, TASK_NAMES, EnvSettings, check_task
 from robocds.errors import ConfigError, int_at_least, output_dir, run_cli
+from robocds.eval.markdown import markdown_table
 from robocds.eval.policy import ModulePolicy, OraclePolicy, Policy, RandomPolicy, load_checkpoint_policy
 from robocds.eval.stats import wilson_interval
 from robocds.eval.workers import ORACLE_ACTION, WorkerPool
+from robocds.files import write_text_atomic
 
 SUMMARY_FILE = "summary.json"
 TABLE_FILE = "results.md"
@@ -193,16 +195,23 @@ def summarize(records: Sequence[EpisodeRecord], tasks: Sequence[str]) -> dict[st
     return results
 
 
-def markdown_table(results: dict[str, TaskResult]) -> str:
-    lines = ["| task | success | 95% interval | episodes | mean length | errors |", "|---|---|---|---|---|---|"]
-    for task, r in results.items():
-        lines.append(
-            f"| {task} | {r.success_rate:.1%} | [{r.ci95[0]:.1%}, {r.ci95[1]:.1%}] | {r.episodes} "
-            f"| {r.mean_length:.1f} | {r.errors} |"
-        )
+def results_table(results: dict[str, TaskResult]) -> str:
+    """The per-task results in Markdown: success, its 95% Wilson interval, episodes, mean length, errors."""
+    rows = [
+        [
+            task,
+            f"{r.success_rate:.1%}",
+            f"[{r.ci95[0]:.1%}, {r.ci95[1]:.1%}]",
+            r.episodes,
+            f"{r.mean_length:.1f}",
+            r.errors,
+        ]
+        for task, r in results.items()
+    ]
     average = float(np.mean([r.success_rate for r in results.values()]))
-    lines.append(f"| **average** | **{average:.1%}** | | {sum(r.episodes for r in results.values())} | | |")
-    return "\n".join(lines) + "\n"
+    rows.append(["**average**", f"**{average:.1%}**", "", sum(r.episodes for r in results.values()), "", ""])
+    header = ["task", "success", "95% interval", "episodes", "mean length", "errors"]
+    return markdown_table(header, rows) + "\n"
 
 
 def evaluate(
@@ -255,7 +264,7 @@ def evaluate(
         "episodes": [asdict(r) for r in records],
     }
     write_text_atomic(out / SUMMARY_FILE, json.dumps(summary, indent=2))
-    write_text_atomic(out / TABLE_FILE, f"# Evaluation: {summary['label']}\n\n" + markdown_table(results))
+    write_text_atomic(out / TABLE_FILE, f"# Evaluation: {summary['label']}\n\n" + results_table(results))
     return summary
 
 
@@ -274,13 +283,6 @@ def video_frames(task: str, frames: EpisodeFrames, success: bool, max_steps: int
             status, color = "failure", (255, 110, 110)
         out.append(overlay(view, image, [task, f"step {t}/{max_steps}", status], color))
     return out
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def resolve_settings(

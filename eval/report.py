@@ -20,8 +20,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from robocds.errors import ConfigError, output_dir, run_cli  # noqa: E402
-from robocds.eval.evaluate import SUMMARY_FILE, write_text_atomic  # noqa: E402
-from robocds.eval.stats import mean_interval  # noqa: E402
+from robocds.eval.evaluate import SUMMARY_FILE  # noqa: E402
+from robocds.eval.markdown import markdown_table  # noqa: E402
+from robocds.eval.stats import mean_interval, wilson_interval  # noqa: E402
+from robocds.files import atomic_path, write_text_atomic  # noqa: E402
 
 AVERAGE = "average"
 
@@ -48,7 +50,11 @@ def load_summaries(folders: list[str | Path]) -> list[dict]:
 
 
 def compare(summaries: list[dict]) -> dict:
-    """``{label: {task or "average": {"mean", "low", "high", "runs"}}}`` over each label's runs."""
+    """``{label: {task or "average": {"mean", "low", "high", "runs", "interval"}}}`` over each label's runs.
+
+    The interval is the 95% t-interval of the mean over runs (seeds); a label with a single run has no
+    spread over seeds, so its interval is the binomial (Wilson) one over that run's episodes.
+    """
     by_label: dict[str, list[dict]] = defaultdict(list)
     for summary in summaries:
         by_label[summary["label"]].append(summary)
@@ -57,14 +63,29 @@ def compare(summaries: list[dict]) -> dict:
     for label, runs in by_label.items():
         rows = {}
         for task in tasks:
-            rates = [r["per_task"][task]["success_rate"] for r in runs if task in r["per_task"]]
-            if rates:
-                mean, low, high = mean_interval(rates)
-                rows[task] = {"mean": mean, "low": low, "high": high, "runs": len(rates)}
-        mean, low, high = mean_interval([r["average_success"] for r in runs])
-        rows[AVERAGE] = {"mean": mean, "low": low, "high": high, "runs": len(runs)}
+            results = [r["per_task"][task] for r in runs if task in r["per_task"]]
+            if results:
+                rows[task] = _row([res["success_rate"] for res in results], [_counts([res]) for res in results])
+        counts = [_counts(list(r["per_task"].values())) for r in runs]  # the average pools a run's episodes
+        rows[AVERAGE] = _row([r["average_success"] for r in runs], counts)
         table[label] = rows
     return {"tasks": tasks, "methods": table, "folders": {s["_folder"]: s["label"] for s in summaries}}
+
+
+def _counts(task_results: list[dict]) -> tuple[int, int] | None:
+    """(successes, episodes) summed over per-task results, or None for summaries that lack the counts."""
+    if not all("episodes" in res and "successes" in res for res in task_results):
+        return None
+    return sum(res["successes"] for res in task_results), sum(res["episodes"] for res in task_results)
+
+
+def _row(rates: list[float], counts: list[tuple[int, int] | None]) -> dict:
+    """Mean of ``rates`` (one per run) with its 95% interval: t over runs, or Wilson over a single run's episodes."""
+    mean, low, high = mean_interval(rates)
+    if len(rates) == 1 and counts[0] is not None and counts[0][1] > 0:
+        low, high = wilson_interval(*counts[0])
+        return {"mean": mean, "low": low, "high": high, "runs": 1, "interval": "wilson"}
+    return {"mean": mean, "low": low, "high": high, "runs": len(rates), "interval": "t"}
 
 
 def _task_order(summaries: list[dict], task: str) -> int:
@@ -76,17 +97,16 @@ def _task_order(summaries: list[dict], task: str) -> int:
 
 def markdown(comparison: dict) -> str:
     methods = list(comparison["methods"])
-    header = "| task | " + " | ".join(methods) + " |"
-    lines = [header, "|---" * (len(methods) + 1) + "|"]
+    rows = []
     for task in [*comparison["tasks"], AVERAGE]:
-        cells = []
-        for method in methods:
-            cell = comparison["methods"][method].get(task)
-            cells.append("-" if cell is None else _cell(cell))
+        cells = [comparison["methods"][method].get(task) for method in methods]
         name = f"**{task}**" if task == AVERAGE else task
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        rows.append([name, *("-" if cell is None else _cell(cell) for cell in cells)])
     runs = ", ".join(f"{m}: {comparison['methods'][m][AVERAGE]['runs']} runs" for m in methods)
-    return "\n".join(lines) + f"\n\nMean success over runs (seeds) with a 95% t-interval; {runs}.\n"
+    return (
+        markdown_table(["task", *methods], rows)
+        + f"\n\nMean success over runs (seeds) with a 95% t-interval; {runs}.\n"
+    )
 
 
 def _cell(cell: dict) -> str:
@@ -112,16 +132,17 @@ def bar_chart(comparison: dict, path: str | Path) -> Path:
     ax.set_xticks(x, groups, rotation=30, ha="right")
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("success rate")
+    # Say which interval the whiskers are: a single run has no spread over seeds, only over episodes.
+    kinds = {cell.get("interval", "t") for rows in comparison["methods"].values() for cell in rows.values()}
+    whiskers = {"t": "95% t-interval over runs", "wilson": "95% Wilson interval over episodes (one run)"}
+    ax.set_title("whiskers: " + "; ".join(whiskers[k] for k in sorted(kinds, reverse=True)), fontsize="small")
     ax.legend(fontsize="small")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
-    tmp.replace(path)
-    return path
+    return Path(path)
 
 
 def report(folders: list[str | Path], out_dir: str | Path) -> dict:

@@ -36,8 +36,10 @@ from robocds.envs.media import write_png
 from robocds.errors import USER_ERROR_STATUS, ConfigError, int_at_least, output_dir, report_error, run_cli
 from robocds.eval.analysis import ANALYSIS_FILE, summarize
 from robocds.eval.analysis import markdown as analysis_markdown
-from robocds.eval.evaluate import SUMMARY_FILE, write_text_atomic
+from robocds.eval.evaluate import SUMMARY_FILE
+from robocds.eval.markdown import markdown_table
 from robocds.eval.report import AVERAGE, markdown, report
+from robocds.files import write_text_atomic
 from robocds.train.layout import RunLayout, last_logged
 
 METHODS = ("no_sharing", "sharing_all", "cds", "cds_percentile")
@@ -246,9 +248,9 @@ def write_report(layout: ExperimentLayout, eval_dirs: list[Path], manifest: Mani
     lines = ["# Comparison", "", markdown(comparison)]
     if behaviour:
         lines += ["", "Success of the data's own behaviour (the noisy oracles that collected it):", ""]
-        lines += ["| task | data success |", "|---|---|"]
-        lines += [f"| {task} | {rate:.1%} |" for task, rate in behaviour.items()]
-        lines.append(f"| **{AVERAGE}** | {np.mean(list(behaviour.values())):.1%} |")
+        rows = [[task, f"{rate:.1%}"] for task, rate in behaviour.items()]
+        rows.append([f"**{AVERAGE}**", f"{np.mean(list(behaviour.values())):.1%}"])
+        lines.append(markdown_table(["task", "data success"], rows))
     if "cds" in scale.methods:
         matrix = logged_sharing_matrix(layout, "cds", scale.seeds, comparison["tasks"])
         if matrix is not None:

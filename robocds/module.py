@@ -195,6 +195,16 @@ class MultiTaskCQL(LightningModule):
         return self.q(images, proprio).float().min(dim=0).values
 
     @torch.no_grad()
+    def batch_q_values(self, batch: Mapping[str, Tensor]) -> Tensor:
+        """Conservative Q-values [T_src, B, T_tgt, A] of a training-format batch's observations (no augmentation).
+
+        ``data_action_values(q, batch[BATCH_ACTION])`` then gives Q of every target task at the data's actions.
+        """
+        t, b = batch[BATCH_ACTION].shape
+        q = self.q_values(flatten_rows(batch[BATCH_IMAGE]), flatten_rows(batch[BATCH_PROPRIO]))
+        return q.view(t, b, t, -1)
+
+    @torch.no_grad()
     def act(self, image: Tensor | np.ndarray, proprio: Tensor | np.ndarray | None = None) -> Tensor:
         """Greedy action of every task.
 

@@ -16,7 +16,8 @@ and ``data`` sections, the CLI has:
   improving, ``last.ckpt`` silently stayed at that early step;
 - ``run_name`` / ``runs_dir``: where logs go when ``trainer.logger`` is not set: the TensorBoard events,
   the resolved ``config.yaml`` and ``checkpoints/`` land in ``<runs_dir>/<run_name>/version_N``, the CSV
-  log in its ``csv/metrics.csv`` (``run_name`` defaults to the sharing mode).
+  log in its ``csv/metrics.csv`` (``run_name`` defaults to the sharing mode). ``--trainer.default_root_dir``
+  is honoured as the runs folder when ``runs_dir`` is not given; giving both, different, is refused.
 
 The data module's ``num_tasks``, ``num_actions``, ``image_size``, ``proprio_dim``, ``task_names`` and ``env``
 (the env settings the data was recorded with) are linked into the model when the data module is instantiated,
@@ -44,6 +45,7 @@ from robocds.module import MultiTaskCQL
 from robocds.train.layout import BEST_CHECKPOINT, CSV_FOLDER, LAST_CHECKPOINT
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+DEFAULT_RUNS_DIR = "runs"
 LINKED_FROM_DATA = ("num_tasks", "num_actions", "image_size", "proprio_dim", "task_names", "env")
 CHECKPOINT_DEFAULTS = {
     "checkpoint.monitor": "val/td_loss",
@@ -135,7 +137,9 @@ class RoboCDSCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument("--run_name", type=str | None, default=None, help="log folder name (default: sharing mode)")
-        parser.add_argument("--runs_dir", type=str, default="runs", help="root folder of the default loggers")
+        parser.add_argument(
+            "--runs_dir", type=str | None, default=None, help="root folder of the default loggers (default: runs)"
+        )
         parser.add_lightning_class_args(DataSharing, "sharing")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.add_lightning_class_args(ModelCheckpoint, "last_checkpoint")
@@ -176,10 +180,21 @@ class RoboCDSCLI(LightningCLI):
             kwargs["logger"] = self._default_loggers()
         return super().instantiate_trainer(**kwargs)
 
+    def _runs_dir(self) -> str:
+        """``--runs_dir``, else ``--trainer.default_root_dir`` (Lightning's own option for where outputs go)."""
+        runs_dir = self._get(self.config, "runs_dir")
+        root_dir = self._get(self.config, "trainer").get("default_root_dir")
+        if runs_dir and root_dir and Path(runs_dir).resolve() != Path(root_dir).resolve():
+            raise ConfigError(
+                f"--trainer.default_root_dir {root_dir} / --runs_dir {runs_dir}: both say where the run's logs and "
+                "checkpoints go; give one of them"
+            )
+        return runs_dir or root_dir or DEFAULT_RUNS_DIR
+
     def _default_loggers(self) -> list[Any]:
         """TensorBoard in ``<runs_dir>/<run_name>/version_N``, CSV in its ``csv/`` sub-folder."""
         name = self._get(self.config, "run_name") or self._get(self.config, "sharing").mode
-        root = self._get(self.config, "runs_dir")
+        root = self._runs_dir()
         tensorboard = TensorBoardLogger(root, name=name, default_hp_metric=False)
         # CSV in a sub-folder of the TensorBoard run, so one folder holds the whole run (config, checkpoints).
         return [tensorboard, CSVLogger(tensorboard.log_dir, name="", version=CSV_FOLDER)]

@@ -39,3 +39,20 @@ def test_a_folder_without_summary_is_named_in_the_error(tmp_path):
     (tmp_path / "bad" / "summary.json").write_text('{"label": "x"}')
     with pytest.raises(ValueError, match="missing key 'per_task'"):
         load_summaries([tmp_path / "bad"])
+
+
+def test_a_single_run_gets_the_binomial_interval_of_its_episodes(tmp_path):
+    from robocds.eval.stats import wilson_interval
+
+    folder = tmp_path / "one"
+    folder.mkdir()
+    per_task = {"lift-cube": {"success_rate": 0.3, "successes": 6, "episodes": 20},
+                "lift-block": {"success_rate": 0.0, "successes": 0, "episodes": 20}}  # fmt: skip
+    summary = {"label": "cds", "tasks": list(per_task), "per_task": per_task, "average_success": 0.15}
+    (folder / "summary.json").write_text(json.dumps(summary))
+    rows = report([folder], tmp_path / "out")["methods"]["cds"]
+    assert (rows["lift-cube"]["low"], rows["lift-cube"]["high"]) == pytest.approx(wilson_interval(6, 20))
+    assert rows["lift-block"]["high"] > 0.1  # 0 of 20 is not a certain 0%: the whisker is not zero-wide
+    assert (rows["average"]["low"], rows["average"]["high"]) == pytest.approx(wilson_interval(6, 40))
+    assert {cell["interval"] for cell in rows.values()} == {"wilson"}
+    assert "| lift-cube | 30.0% |" in (tmp_path / "out" / "report.md").read_text()  # the table keeps its form

@@ -48,8 +48,9 @@ def base_config(tmp_path: Path) -> str:
     return str(path)
 
 
-def fit(base: str, method: list[str], runs: Path, *extra: str) -> RoboCDSCLI:
-    return RoboCDSCLI(args=resolve_config_args(["fit", "--config", base, *method, *TINY, f"--runs_dir={runs}", *extra]))
+def fit(base: str, method: list[str], runs: Path | None, *extra: str) -> RoboCDSCLI:
+    runs_dir = [] if runs is None else [f"--runs_dir={runs}"]
+    return RoboCDSCLI(args=resolve_config_args(["fit", "--config", base, *method, *TINY, *runs_dir, *extra]))
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, str]]:
@@ -187,3 +188,25 @@ def test_last_checkpoint_holds_the_final_weights_when_the_monitored_metric_stops
     assert sorted(p.name for p in checkpoints.iterdir()) == ["best.ckpt", "last.ckpt"]
     final = cli.model.q.state_dict()
     assert all(torch.equal(last["state_dict"][f"q.{k}"], v) for k, v in final.items())
+
+
+def test_evaluating_during_fit_with_the_packaged_config_logs_success_in_the_simulated_arm(tiny_root, tmp_path):
+    args = ["fit", "--config", "base", "--config", "cds", "--config", "smoke", "--config", "eval_during_fit"]
+    callback = "--trainer.callbacks.init_args."
+    steps = ["--trainer.max_steps=2", "--data.steps_per_epoch=2", "--trainer.enable_progress_bar=false",
+             f"{callback}every_n_steps=2", f"{callback}episodes_per_task=1"]  # fmt: skip
+    RoboCDSCLI(args=resolve_config_args([*args, f"--data.root={tiny_root}", *steps, f"--runs_dir={tmp_path}"]))
+    rows = read_metrics(tmp_path / "cds" / "version_0")
+    logged = [row for row in rows if row.get("eval/success_average")]
+    assert logged and {f"eval/success/{task}" for task in ("lift-cube", "lift-cylinder")} <= set(rows[0])
+
+
+def test_trainer_default_root_dir_is_where_the_run_goes_and_a_contradicting_runs_dir_is_refused(
+    base_config: str, tmp_path: Path
+) -> None:
+    from robocds.errors import ConfigError
+
+    fit(base_config, ["--config", "no_sharing"], None, f"--trainer.default_root_dir={tmp_path / 'root'}")
+    assert (tmp_path / "root" / "none" / "version_0" / "checkpoints" / "last.ckpt").is_file()
+    with pytest.raises(ConfigError, match=r"--trainer.default_root_dir .* / --runs_dir .*: both say where"):
+        fit(base_config, ["--config", "no_sharing"], tmp_path / "runs", f"--trainer.default_root_dir={tmp_path}")
