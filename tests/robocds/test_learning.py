@@ -39,6 +39,17 @@ def test_shift_equals_replicate_pad_then_crop() -> None:
     torch.testing.assert_close(shift_images(images, dy, dx), expected)
 
 
+def test_shift_of_uint8_frames_matches_the_padded_crop_for_every_offset() -> None:
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (81, 3, 12, 10), dtype=torch.uint8, generator=g)
+    dy, dx = (d.reshape(-1) for d in torch.meshgrid(torch.arange(-4, 5), torch.arange(-4, 5), indexing="ij"))
+    padded = F.pad(images.float(), (4, 4, 4, 4), mode="replicate").to(torch.uint8)
+    expected = torch.stack([padded[n, :, 4 + dy[n] : 16 + dy[n], 4 + dx[n] : 14 + dx[n]] for n in range(81)])
+    for bound in (4, 6, None):  # a looser bound pads more, None reads it from the offsets: same crops
+        assert torch.equal(shift_images(images, dy, dx, max_shift=bound), expected)
+    assert torch.equal(shift_images(images, torch.zeros(81, dtype=torch.int64), torch.zeros_like(dx)), images)
+
+
 def test_random_shift_keeps_uint8_shape_and_is_off_at_zero_pad() -> None:
     images = torch.randint(0, 255, (5, 3, 16, 16), dtype=torch.uint8)
     out = random_shift(images, pad=4, generator=torch.Generator().manual_seed(0))
