@@ -56,6 +56,7 @@ from robocds.datasets.storage import (
     write_json_atomic,
 )
 from robocds.errors import INTERRUPTED_STATUS, ConfigError, int_at_least, output_dir, run_cli
+from robocds.threads import worker_thread_environment
 
 
 @dataclass(frozen=True)
@@ -288,8 +289,9 @@ def _run_pool(
         ctx.Process(target=_worker_main, args=(jobs, results, recipe.to_json_dict(), root), daemon=True)
         for _ in range(workers)
     ]
-    for proc in procs:
-        proc.start()
+    with worker_thread_environment():  # one thread each: the workers render and simulate, one core apiece
+        for proc in procs:
+            proc.start()
     written: list[ShardSummary] = []
     try:
         while len(written) < len(todo):

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from robocds.envs.actions import ACTION_NAMES
@@ -40,6 +41,7 @@ from robocds.eval.policy import ModulePolicy, OraclePolicy, Policy, RandomPolicy
 from robocds.eval.stats import wilson_interval
 from robocds.eval.workers import ORACLE_ACTION, WorkerPool
 from robocds.files import write_text_atomic
+from robocds.threads import POLICY_THREADS
 
 SUMMARY_FILE = "summary.json"
 TABLE_FILE = "results.md"
@@ -366,6 +368,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-steps", type=int, help=f"horizon ({default} {DEFAULT_ENV.max_steps})")
     parser.add_argument("--renderer", choices=RENDERERS, help=f"{default} {DEFAULT_ENV.renderer}")
     parser.add_argument("--label", help="name of this run in reports (default: the policy's name)")
+    parser.add_argument(
+        "--threads",
+        type=int_at_least(1),
+        default=POLICY_THREADS,
+        help="torch threads of the policy (this) process; env workers use 1 each",
+    )
     return parser
 
 
@@ -375,6 +383,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = output_dir(args.out)
     if args.checkpoint and args.policy:
         raise ConfigError("--checkpoint / --policy: give one of them, not both")
+    torch.set_num_threads(args.threads)
     policy = make_policy(args.checkpoint, args.policy, args.device, args.seed)
     tasks = check_tasks(args.tasks, policy)
     settings = resolve_settings(policy, args.data, args.image_size, args.max_steps, args.renderer)

@@ -20,6 +20,7 @@ from typing import Any
 from robocds.envs.env import ManipulationEnv
 from robocds.envs.suite import EnvSettings
 from robocds.envs.tasks import ScriptedOracle, get_task
+from robocds.threads import worker_thread_environment
 
 ORACLE_ACTION = None  # a step command with this action asks the worker's scripted oracle to act
 
@@ -128,7 +129,8 @@ class _ProcessWorker:
         self.conn, child = self.context.Pipe()
         args = (child, self.settings, self.envs_per_worker)
         self.process = self.context.Process(target=_worker_main, args=args, daemon=True)
-        self.process.start()
+        with worker_thread_environment():  # the spawned interpreter loads torch/numpy with 1 thread each
+            self.process.start()
         child.close()
 
     def send(self, batch: Batch) -> None:

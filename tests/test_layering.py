@@ -13,8 +13,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 CORE = "robocds"  # the learning package (robocds/*.py)
 
-# Who may import whom (by sub-package). robocds.files (atomic writes) and robocds.errors (user errors and
-# how console scripts report them), both stdlib only, may be imported anywhere.
+# Who may import whom (by sub-package). robocds.files (atomic writes), robocds.errors (user errors and how
+# console scripts report them) and robocds.threads (thread defaults), all stdlib only, may be imported anywhere.
 ALLOWED: dict[str, set[str]] = {
     "robocds.envs": set(),
     "robocds.datasets": {"robocds.envs"},
@@ -23,7 +23,7 @@ ALLOWED: dict[str, set[str]] = {
     "robocds.eval": {"robocds.envs", CORE, "robocds.datasets"},
     "robocds.pipeline": {"robocds.envs", CORE, "robocds.datasets", "robocds.train", "robocds.eval"},
 }
-EVERYWHERE = {"robocds.files", "robocds.errors"}
+EVERYWHERE = {"robocds.files", "robocds.errors", "robocds.threads"}
 CORE_MAY_READ = {"robocds.datasets.schema"}  # the learner knows the data only through the schema's names
 
 
