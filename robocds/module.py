@@ -55,6 +55,11 @@ class MultiTaskCQL(LightningModule):
     ``robocds.envs.suite.EnvSettings``; evaluation rebuilds the env from it) are linked from the data module
     by the CLI. ``encoder`` and ``cql`` also accept plain dicts (as stored in
     checkpoints). ``optimizer`` builds the optimizer from the online network's parameters.
+
+    ``compile``: at the start of ``fit``, compile the online and target networks with ``torch.compile``
+    (inductor), forward and backward; the update's routing and loss maths stay eager. Meant for GPUs
+    (``--config gpu``): on a 2-core CPU compiling took about 100 s and the compiled step was no faster
+    (docs/PERFORMANCE.md). Only training compiles: evaluation and ``act`` rebuild the module eagerly.
     """
 
     def __init__(
@@ -69,6 +74,7 @@ class MultiTaskCQL(LightningModule):
         cql: CQLConfig = CQLConfig(),
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         for name, value in (("num_tasks", num_tasks), ("num_actions", num_actions), ("image_size", image_size)):
@@ -98,6 +104,7 @@ class MultiTaskCQL(LightningModule):
         self.task_names = task_names
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
+        self.compile_networks = bool(compile)
         self.q = MultiTaskQNetwork(
             self.encoder_config,
             image_size=self.image_size,
@@ -109,6 +116,12 @@ class MultiTaskCQL(LightningModule):
         )
         self.q_target = copy.deepcopy(self.q).requires_grad_(False)
         self.router: Router | None = None  # set by the DataSharing callback
+
+    def on_fit_start(self) -> None:
+        if self.compile_networks:
+            # In place (nn.Module.compile): parameter names, hence checkpoints, stay those of the eager module.
+            self.q.compile()
+            self.q_target.compile()
 
     # ------------------------------------------------------------------ losses
     def compute_terms(self, batch: Mapping[str, Tensor], router: Router) -> tuple[CQLTerms, Routing]:
