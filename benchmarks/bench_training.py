@@ -64,7 +64,7 @@ from robocds.datasets.schema import (
     BATCH_SUCCESSES,
 )
 from robocds.envs.actions import NUM_ACTIONS
-from robocds.envs.env import PROPRIO_DIM
+from robocds.envs.suite import PROPRIO_DIM
 from robocds.module import MultiTaskCQL
 from robocds.qnet import polyak_update
 from robocds.sharing import SharingRouter
