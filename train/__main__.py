@@ -4,14 +4,27 @@ The thread defaults of ``robocds.threads`` are applied before the CLI (and with 
 OpenMP reads them once, when it loads.
 """
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from robocds.errors import run_cli
 from robocds.threads import use_thread_defaults
 
 
-def cli() -> None:
-    use_thread_defaults()
-    from robocds.train.cli import cli as run
+def main(argv: Sequence[str] | None = None) -> None:
+    """``robocds.train.cli.main``, imported on first use (after the thread defaults)."""
+    from robocds.train.cli import main as train_main
 
-    run()
+    train_main(argv)
+
+
+def cli() -> None:
+    """Console-script entry point (``robocds``): thread defaults, then the CLI; user errors end in one line."""
+    use_thread_defaults()
+    from robocds.train.cli import PROG
+
+    run_cli(main, PROG)
 
 
 if __name__ == "__main__":
