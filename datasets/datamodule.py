@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,17 +93,49 @@ def run_seed() -> int:
 
 
 class _EpochLoader(torch.utils.data.DataLoader):
-    """A DataLoader that tells its dataset which epoch starts (a fresh sample stream per epoch, resumable)."""
+    """A DataLoader over an epoch-aware dataset (``ReplaySampler``, ``StreamingMultiTaskDataset``), resumable.
 
-    def __init__(self, *args: Any, first_epoch: int = 0, **kwargs: Any) -> None:
+    Each iteration tells the dataset which epoch starts (a fresh sample stream per epoch) and how many of
+    its batches to skip. ``state_dict`` / ``load_state_dict`` are Lightning's resumable-loader interface
+    (saved in the checkpoint's fit-loop state, restored before the first batch): the position is the epoch
+    being iterated and the batches of it *consumed* by training, as counted by ``consumed`` (the trainer's
+    count; Lightning fetches a batch ahead, so the batches this loader has yielded would be one too many).
+    """
+
+    def __init__(self, *args: Any, consumed: Callable[[], int | None] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.epoch = first_epoch
+        self.epoch = 0  # the epoch the next iteration starts
+        self.skip = 0  # batches of that epoch consumed before a resume
+        self._consumed = consumed
+        self._current: int | None = None  # the epoch being iterated
+        self._yielded = 0  # batches of it yielded (skipped ones included)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Any]:
         # Set before the workers start: they are forked from this process with the dataset as it is now.
-        self.dataset.epoch = self.epoch
-        self.epoch += 1
-        return super().__iter__()
+        self.dataset.epoch, self.dataset.skip = self.epoch, self.skip
+        self._current, self._yielded = self.epoch, self.skip
+        self.epoch, self.skip = self.epoch + 1, 0
+        return self._count(super().__iter__())
+
+    def _count(self, batches: Iterator[Any]) -> Iterator[Any]:
+        for batch in batches:
+            self._yielded += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        if self._current is None:  # not iterated yet (e.g. restored, then saved again before training)
+            return {"epoch": self.epoch, "batches": self.skip}
+        consumed = self._consumed() if self._consumed is not None else None
+        return {"epoch": self._current, "batches": self._yielded if consumed is None else consumed}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        epoch, batches = state_dict.get("epoch"), state_dict.get("batches")
+        for key, value in (("epoch", epoch), ("batches", batches)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"training loader state: {key}={value!r} in the checkpoint, expected an int >= 0")
+        if batches >= len(self):  # the epoch was finished: the next one starts from its first batch
+            epoch, batches = epoch + 1, 0
+        self.epoch, self.skip, self._current = epoch, batches, None
 
 
 class OfflineDataModule(pl.LightningDataModule):
@@ -187,9 +220,9 @@ class OfflineDataModule(pl.LightningDataModule):
         self._splits = {name: split_episodes(self.manifest.task(name).episodes, held_out) for name in names}
         self.train_replay: MultiTaskReplay | None = None
         self.val_replay: MultiTaskReplay | None = None
-        self._train_loader: _EpochLoader | None = None
         self._is_set_up = False
-        self._first_epoch = 0
+        self._train_loader: _EpochLoader | None = None
+        self._loader_state: dict[str, int] | None = None  # restored from a checkpoint, applied to the next loader
 
     # ------------------------------------------------------------------ what the model needs to know
 
@@ -265,7 +298,7 @@ class OfflineDataModule(pl.LightningDataModule):
             assert self.train_replay is not None, "call setup() first"
             rank = self.trainer.global_rank if self.trainer is not None else 0
             dataset = ReplaySampler(self.train_replay, s.batch_size, s.steps_per_epoch, seed=s.seed, rank=rank)
-            loader = _EpochLoader(dataset, batch_size=None, num_workers=0, first_epoch=self._first_epoch)
+            loader = _EpochLoader(dataset, batch_size=None, num_workers=0, consumed=self._batches_consumed)
         else:
             if not s.resampled:
                 # Checked here, in the main process: failing inside DataLoader workers is slow and obscure.
@@ -295,10 +328,18 @@ class OfflineDataModule(pl.LightningDataModule):
                 num_workers=s.num_workers,
                 pin_memory=self._device().type == "cuda",
                 prefetch_factor=4 if s.num_workers > 0 else None,
-                first_epoch=self._first_epoch,
+                consumed=self._batches_consumed,
             )
+        if self._loader_state is not None:
+            loader.load_state_dict(self._loader_state)
         self._train_loader = loader
         return loader
+
+    def _batches_consumed(self) -> int | None:
+        """Training batches of the current epoch the trainer has taken (None without a trainer)."""
+        if self.trainer is None:
+            return None
+        return self.trainer.fit_loop.batch_idx + 1
 
     def val_dataloader(self) -> torch.utils.data.DataLoader | list:
         s = self.settings
@@ -311,11 +352,17 @@ class OfflineDataModule(pl.LightningDataModule):
     # ------------------------------------------------------------------ checkpointed state
 
     def state_dict(self) -> dict[str, Any]:
-        """The number of training epochs started, so a resumed run draws new batches, not epoch 0's again."""
-        epoch = self._train_loader.epoch if self._train_loader is not None else self._first_epoch
-        return {"train_epochs_started": epoch}
+        """The training loader's position (epoch, batches consumed), also held by the loader itself.
+
+        Lightning restores a loader's own state only when its fit loop restarts mid-way, which a
+        ``max_epochs`` run resumed from an end-of-epoch checkpoint does not: this copy covers that case.
+        """
+        return {} if self._train_loader is None else {"train_loader": self._train_loader.state_dict()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._first_epoch = int(state_dict.get("train_epochs_started", 0))
-        if self._train_loader is not None:
-            self._train_loader.epoch = self._first_epoch
+        if "train_loader" in state_dict:
+            self._loader_state = dict(state_dict["train_loader"])
+        elif "train_epochs_started" in state_dict:  # written before the loader kept a position within the epoch
+            self._loader_state = {"epoch": int(state_dict["train_epochs_started"]), "batches": 0}
+        if self._train_loader is not None and self._loader_state is not None:
+            self._train_loader.load_state_dict(self._loader_state)

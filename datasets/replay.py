@@ -215,7 +215,9 @@ class ReplaySampler(torch.utils.data.IterableDataset):
 
     Each epoch draws from its own deterministic stream: (seed, rank, epoch) -> the same batches;
     ``rank`` (the process's rank in distributed training) keeps processes from drawing identical
-    batches. With ``fixed`` every iteration repeats epoch 0's batches (a validation set).
+    batches. With ``fixed`` every iteration repeats epoch 0's batches (a validation set). Setting
+    ``skip`` before an iteration starts it ``skip`` batches into the epoch (a resumed run), with the
+    same batches from there on as an uninterrupted epoch.
     """
 
     def __init__(
@@ -229,6 +231,7 @@ class ReplaySampler(torch.utils.data.IterableDataset):
         self.fixed = fixed
         self.rank = rank
         self.epoch = 0
+        self.skip = 0
 
     def __len__(self) -> int:
         return self.steps
@@ -238,5 +241,8 @@ class ReplaySampler(torch.utils.data.IterableDataset):
         generator.manual_seed(hash_seed(self.seed, self.rank, 0 if self.fixed else self.epoch))
         if not self.fixed:
             self.epoch += 1
-        for _ in range(self.steps):
+        skip, self.skip = min(self.skip, self.steps), 0
+        for _ in range(skip):
+            self.replay.sample_indices(self.batch_size, generator)  # the draws of the batches already trained on
+        for _ in range(self.steps - skip):
             yield self.replay.sample(self.batch_size, generator)

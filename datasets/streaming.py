@@ -5,13 +5,16 @@ of every task whatever the tasks' sizes (a data-poor task simply cycles through 
 often). The batches have the format of ``robocds.datasets.schema``, like the in-memory path.
 
 Reproducibility: shard order and shuffle buffers are seeded from (seed, task, rank, worker, epoch),
-so a run is repeatable for a given number of DataLoader workers and processes.
+so a run is repeatable for a given number of DataLoader workers and processes. A resumed run
+(``skip`` batches into an epoch) replays each worker's stream and drops the batches already
+trained on, so it continues with the very batches an uninterrupted run would have drawn.
 """
 
 from __future__ import annotations
 
+import itertools
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -98,6 +101,26 @@ class _Explode:
                 )
 
 
+class _SplitByRole:
+    """Pipeline stage: every ``count``-th shard from ``role`` on (``wds.split_by_worker`` with an explicit worker)."""
+
+    def __init__(self, role: int, count: int) -> None:
+        self.role, self.count = role, count
+
+    def __call__(self, shards: Iterable) -> Iterator:
+        return itertools.islice(shards, self.role, None, self.count)
+
+
+class _WorkerSeed:
+    """``ResampledShards`` worker seed of the role played (WebDataset's default reads the DataLoader worker id)."""
+
+    def __init__(self, rank: int, role: int) -> None:
+        self.value = rank * 1000 + role  # the value of webdataset's pytorch_worker_seed for that worker
+
+    def __call__(self) -> int:
+        return self.value
+
+
 def _collate(transitions: list[Transition]) -> tuple[np.ndarray, ...]:
     return tuple(np.stack(column) for column in zip(*transitions))
 
@@ -117,6 +140,11 @@ class StreamingMultiTaskDataset(torch.utils.data.IterableDataset):
     - ``batched(batch_size)``.
 
     The T per-task pipelines are zipped and stacked into one multi-task batch.
+
+    The DataLoader takes batch i of an epoch from worker i % W. With ``skip`` = k set before an
+    iteration (a run resumed k batches into the epoch), worker w plays the role of worker
+    (w + k) % W of the uninterrupted epoch (its seeds and shards) and drops that role's batches
+    before k, so the epoch goes on with batch k, k + 1, ... as if never interrupted.
     """
 
     def __init__(
@@ -144,6 +172,7 @@ class StreamingMultiTaskDataset(torch.utils.data.IterableDataset):
         self.seed = seed
         self.verify = verify
         self.epoch = 0
+        self.skip = 0
         self.columns = [list(self.manifest.reward_tasks).index(name) for name in self.task_names]
         for name in self.task_names:
             self.manifest.task(name)  # unknown task: clear error now, not inside a worker
@@ -152,11 +181,13 @@ class StreamingMultiTaskDataset(torch.utils.data.IterableDataset):
         return self.steps
 
     def _task_pipeline(self, task: str, seed: int, rank: int, world: int, worker: int, workers: int):
+        """One task's pipeline as DataLoader worker ``worker`` of ``workers`` would run it (seeds and shards)."""
         entry = self.manifest.task(task)
         entries = {join(self.root, shard.path): shard for shard in entry.shards}
         urls = list(entries)
         if self.resampled:
-            shards = [wds.ResampledShards(urls, seed=seed, deterministic=True)]  # with replacement, per worker
+            # With replacement, per worker.
+            shards = [wds.ResampledShards(urls, seed=seed, worker_seed=_WorkerSeed(rank, worker), deterministic=True)]
         else:
             if len(urls) < world * workers:
                 raise ValueError(
@@ -167,7 +198,7 @@ class StreamingMultiTaskDataset(torch.utils.data.IterableDataset):
                 wds.SimpleShardList(urls),
                 wds.detshuffle(bufsize=len(urls), initial=len(urls), seed=seed),  # shard shuffle, new each epoch
                 wds.split_by_node,  # each process its own shards
-                wds.split_by_worker,  # each DataLoader worker its own shards
+                _SplitByRole(worker, workers),  # each DataLoader worker its own shards
             ]
         wanted = self.train_episodes[task] if self.train_episodes is not None else None
         pipeline = wds.DataPipeline(
@@ -192,23 +223,26 @@ class StreamingMultiTaskDataset(torch.utils.data.IterableDataset):
         rank, world = _rank_world()
         epoch = self.epoch
         self.epoch += 1
+        skip = min(self.skip, self.steps)
+        role = (worker + skip) % workers  # the worker of the uninterrupted epoch whose batch comes next here
         pipelines = [
             self._task_pipeline(
                 task,
-                seed=hash_seed(self.seed, t, rank, worker, epoch),
+                seed=hash_seed(self.seed, t, rank, role, epoch),
                 rank=rank,
                 world=world,
-                worker=worker,
+                worker=role,
                 workers=workers,
             )
             for t, task in enumerate(self.task_names)
         ]
-        # This worker's share of the epoch's batches (the DataLoader interleaves the workers' batches).
-        share = self.steps // workers + (1 if worker < self.steps % workers else 0)
+        # The role's share of the epoch: batches role, role + W, ... (the DataLoader interleaves the workers);
+        # the ones before `skip` were trained on before the run was resumed.
+        share, done = len(range(role, self.steps, workers)), len(range(role, skip, workers))
         combined = wds.DataPipeline(
-            lambda: zip(*pipelines),  # one batch of every task at a time
+            lambda: itertools.islice(zip(*pipelines), done, share),  # one batch of every task at a time
             wds.map(_stack_tasks),  # T per-task batches -> one [T, B, ...] batch
-        ).with_epoch(nbatches=share)
+        )
         return iter(combined)
 
 

@@ -40,9 +40,12 @@ class DataSharing(Callback):
     T x T sharing matrix since the last log as scalars ``sharing/<target>/<source>`` (mean weight of the
     source's transitions routed into the target; with hard weights the fraction shared),
     ``sharing/shared_fraction`` (mean off-diagonal entry) and, for cds, ``sharing/threshold/<task>``;
-    every ``image_every_n_steps`` the matrix as a heatmap image ``sharing/matrix`` on TensorBoard.
+    every ``image_every_n_steps`` the matrix as a heatmap image ``sharing/matrix`` on TensorBoard. They are
+    logged at Lightning's logging step of the batch (``global_step - 1`` after it, the step ``train/loss``
+    of the same batch is logged at), so a resumed run's rows start where the checkpoint's step begins.
 
-    State (running thresholds, number of routed batches) is saved in checkpoints and restored on resume.
+    State (running thresholds, number of routed batches, the matrix summed since the last log) is saved in
+    checkpoints and restored on resume.
 
     Args:
         mode: "none", "all", "cds" or "uds" (see ``robocds.config.SharingConfig``).
@@ -90,7 +93,8 @@ class DataSharing(Callback):
         matrix = self.router.pop_matrix()  # collective under DDP: every rank reaches here at the same step
         if matrix is None or not trainer.is_global_zero:
             return
-        self._log(trainer, pl_module, matrix.float().cpu(), step, image=image_due)
+        # Lightning logs the metrics of batch n (global_step n after its optimizer step) at step n - 1.
+        self._log(trainer, pl_module, matrix.float().cpu(), step - 1, image=image_due)
 
     def _log(self, trainer: Trainer, pl_module: LightningModule, matrix: torch.Tensor, step: int, image: bool) -> None:
         names = list(getattr(pl_module, "task_names", None) or [f"task_{i}" for i in range(matrix.shape[0])])
@@ -104,7 +108,7 @@ class DataSharing(Callback):
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=step)
         if image:
-            picture = sharing_heatmap(matrix.numpy(), names, title=f"{self.config.mode}: mean weight, step {step}")
+            picture = sharing_heatmap(matrix.numpy(), names, title=f"{self.config.mode}: mean weight, step {step + 1}")
             for logger in trainer.loggers:
                 if isinstance(logger, TensorBoardLogger):
                     logger.experiment.add_image(SHARING_IMAGE_TAG, picture, global_step=step, dataformats="HWC")

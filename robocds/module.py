@@ -30,6 +30,19 @@ from robocds.qnet import MultiTaskQNetwork, polyak_update
 from robocds.sharing import Routing, fixed_weights, relabel
 
 Router = Callable[[Tensor], Routing]
+AUGMENT_STATE = "augment"  # checkpoint key: the augmentation seed and the number of augmented training batches
+
+
+def mix_seed(*values: int) -> int:
+    """A well-mixed 63-bit seed from integers (splitmix64 finaliser over each value; a few microseconds)."""
+    mask = (1 << 64) - 1
+    x = 0
+    for value in values:
+        x = (x ^ value) + 0x9E3779B97F4A7C15 & mask
+        x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9 & mask
+        x = (x ^ (x >> 27)) * 0x94D049BB133111EB & mask
+        x ^= x >> 31
+    return x >> 1
 
 
 def own_data_router(q_data: Tensor) -> Routing:
@@ -116,6 +129,12 @@ class MultiTaskCQL(LightningModule):
         )
         self.q_target = copy.deepcopy(self.q).requires_grad_(False)
         self.router: Router | None = None  # set by the DataSharing callback
+        # Augmentation draws from its own generator, re-seeded from (seed, rank, batch count) at every training
+        # batch: a resumed run continues the same shifts, which a global-RNG stream (re-seeded at start) would
+        # not. The seed comes from the global RNG (seeded by the CLI) and is kept in checkpoints.
+        self.augment_seed = int(torch.randint(0, 2**62, ()).item())
+        self.augmented_batches = 0
+        self._augment_rng: torch.Generator | None = None
 
     def on_fit_start(self) -> None:
         if self.compile_networks:
@@ -131,8 +150,9 @@ class MultiTaskCQL(LightningModule):
         images, next_images = flatten_rows(batch[BATCH_IMAGE]), flatten_rows(batch[BATCH_NEXT_IMAGE])
         proprio, next_proprio = flatten_rows(batch[BATCH_PROPRIO]), flatten_rows(batch[BATCH_NEXT_PROPRIO])
         if self.training and cfg.augment_pad > 0:
-            images = random_shift(images, cfg.augment_pad)
-            next_images = random_shift(next_images, cfg.augment_pad)
+            generator = self._augment_generator(images.device)
+            images = random_shift(images, cfg.augment_pad, generator)
+            next_images = random_shift(next_images, cfg.augment_pad, generator)
         k, a = cfg.num_q_heads, self.num_actions
         # Loss maths in float32 even under bf16 autocast (logsumexp and small TD errors need the mantissa).
         q = self.q(images, proprio).float().view(k, t, b, t, a)
@@ -150,6 +170,24 @@ class MultiTaskCQL(LightningModule):
                 targets = targets.clamp(*cfg.target_bounds)
         terms = cql_terms(q, batch[BATCH_ACTION], targets, routing.weights, cfg.alpha, cfg.td_loss)
         return terms, routing
+
+    def _augment_generator(self, device: torch.device) -> torch.Generator:
+        """The generator of this training batch's shifts, seeded from (seed, rank, batch count) alone."""
+        if self._augment_rng is None or self._augment_rng.device != device:
+            self._augment_rng = torch.Generator(device=device)
+        self._augment_rng.manual_seed(mix_seed(self.augment_seed, self.global_rank, self.augmented_batches))
+        self.augmented_batches += 1
+        return self._augment_rng
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[AUGMENT_STATE] = {"seed": self.augment_seed, "batches": self.augmented_batches}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get(AUGMENT_STATE)
+        if state is None:  # written before the augmentation stream was checkpointed: continue from the step count
+            self.augmented_batches = int(checkpoint.get("global_step", 0))
+            return
+        self.augment_seed, self.augmented_batches = int(state["seed"]), int(state["batches"])
 
     def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
         if self.router is None:

@@ -195,14 +195,27 @@ class SharingRouter:
         return matrix
 
     def state_dict(self) -> dict[str, Any]:
-        """Plain tensors/ints/strings only (checkpoints load with weights_only=True)."""
+        """Plain tensors/ints/strings only (checkpoints load with weights_only=True).
+
+        The matrix sum is this process's (under DDP the other ranks' partial sums since the last log are
+        not saved, so the first matrix logged after a resume averages rank 0's batches only).
+        """
+
+        def cpu(tensor: Tensor | None) -> Tensor | None:
+            return None if tensor is None else tensor.detach().cpu()
+
         return {
             "mode": self.config.mode,
             "num_updates": self.num_updates,
-            "running_threshold": None if self.running_threshold is None else self.running_threshold.detach().cpu(),
+            "running_threshold": cpu(self.running_threshold),
+            "matrix_sum": cpu(self._matrix_sum),
+            "matrix_count": self._matrix_count,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.num_updates = int(state["num_updates"])
         running = state.get("running_threshold")
         self.running_threshold = None if running is None else running.clone()
+        matrix = state.get("matrix_sum")  # absent from checkpoints written before it was saved
+        self._matrix_sum = None if matrix is None else matrix.clone()
+        self._matrix_count = int(state.get("matrix_count", 0)) if matrix is not None else 0

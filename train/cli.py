@@ -19,6 +19,11 @@ and ``data`` sections, the CLI has:
   log in its ``csv/metrics.csv`` (``run_name`` defaults to the sharing mode). ``--trainer.default_root_dir``
   is honoured as the runs folder when ``runs_dir`` is not given; giving both, different, is refused.
 
+``robocds fit ... --ckpt_path <run>/checkpoints/last.ckpt`` resumes that run exactly (see
+``robocds.train.resume``): when the checkpoint lies in ``<runs_dir>/<run_name>/version_N``, the run goes on
+in that folder (same checkpoints and best score, its ``metrics.csv`` and TensorBoard log continued from the
+checkpoint's step) rather than starting a ``version_N+1``.
+
 The data module's ``num_tasks``, ``num_actions``, ``image_size``, ``proprio_dim``, ``task_names`` and ``env``
 (the env settings the data was recorded with) are linked into the model when the data module is instantiated,
 so they are never typed twice and every checkpoint carries them.
@@ -42,7 +47,8 @@ from robocds.callbacks import DataSharing
 from robocds.checkpoint import load_checkpoint
 from robocds.errors import USER_ERROR_STATUS, ConfigError, report_error, run_cli, user_error_in
 from robocds.module import MultiTaskCQL
-from robocds.train.layout import BEST_CHECKPOINT, CSV_FOLDER, LAST_CHECKPOINT
+from robocds.train.layout import BEST_CHECKPOINT, CSV_FOLDER, LAST_CHECKPOINT, RunLayout
+from robocds.train.resume import ContinuedCSVLogger, ExactResume, checkpoint_step
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULT_RUNS_DIR = "runs"
@@ -133,6 +139,8 @@ class RoboCDSCLI(LightningCLI):
         # The optimizer is a constructor argument of the model (OptimizerCallable), not a CLI-level group.
         kwargs.setdefault("auto_configure_optimizers", False)
         kwargs.setdefault("seed_everything_default", 0)
+        defaults = kwargs.setdefault("trainer_defaults", {})
+        defaults["callbacks"] = [*_as_list(defaults.get("callbacks")), ExactResume()]
         super().__init__(*args, **kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -192,12 +200,37 @@ class RoboCDSCLI(LightningCLI):
         return runs_dir or root_dir or DEFAULT_RUNS_DIR
 
     def _default_loggers(self) -> list[Any]:
-        """TensorBoard in ``<runs_dir>/<run_name>/version_N``, CSV in its ``csv/`` sub-folder."""
+        """TensorBoard in ``<runs_dir>/<run_name>/version_N``, CSV in its ``csv/`` sub-folder.
+
+        Resuming from a checkpoint of ``<runs_dir>/<run_name>/version_N``: that same folder, both logs
+        continued from the checkpoint's step (what the interrupted process logged after it is dropped).
+        """
         name = self._get(self.config, "run_name") or self._get(self.config, "sharing").mode
         root = self._runs_dir()
-        tensorboard = TensorBoardLogger(root, name=name, default_hp_metric=False)
-        # CSV in a sub-folder of the TensorBoard run, so one folder holds the whole run (config, checkpoints).
-        return [tensorboard, CSVLogger(tensorboard.log_dir, name="", version=CSV_FOLDER)]
+        resumed = self._resumed_run(RunLayout(Path(root), name))
+        if resumed is None:
+            tensorboard = TensorBoardLogger(root, name=name, default_hp_metric=False)
+            # CSV in a sub-folder of the TensorBoard run, so one folder holds the whole run (config, checkpoints).
+            return [tensorboard, CSVLogger(tensorboard.log_dir, name="", version=CSV_FOLDER)]
+        version, step = resumed
+        # TensorBoard hides the events an earlier writer logged at steps >= purge_step.
+        tensorboard = TensorBoardLogger(root, name=name, version=version, default_hp_metric=False, purge_step=step)
+        self.save_config_kwargs = {**self.save_config_kwargs, "overwrite": True}  # the run's config.yaml exists
+        return [tensorboard, ContinuedCSVLogger(tensorboard.log_dir, name="", version=CSV_FOLDER, resume_step=step)]
+
+    def _resumed_run(self, run: RunLayout) -> tuple[int, int] | None:
+        """(version, step) when ``fit`` resumes from a checkpoint inside a version of ``run``, else None."""
+        ckpt_path = self._get(self.config, "ckpt_path", default=None) if self.subcommand == "fit" else None
+        if ckpt_path is None or not Path(ckpt_path).is_file():
+            return None
+        layout = RunLayout.of_checkpoint(ckpt_path)
+        if layout is None or layout.folder.parent != run.folder.parent.resolve():
+            return None
+        return layout.version, checkpoint_step(ckpt_path)
+
+
+def _as_list(value: Any) -> list[Any]:
+    return [] if value is None else list(value) if isinstance(value, list | tuple) else [value]
 
 
 def resolve_config_args(argv: list[str]) -> list[str]:

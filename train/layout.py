@@ -40,6 +40,16 @@ class RunLayout:
         if self.version < 0:
             raise ValueError(f"version={self.version}: must be >= 0")
 
+    @classmethod
+    def of_checkpoint(cls, checkpoint: str | Path) -> RunLayout | None:
+        """The run whose ``checkpoints/`` folder holds ``checkpoint``, or None if it is not in a run's layout."""
+        path = Path(checkpoint).resolve()
+        folder = path.parent.parent
+        version = folder.name.removeprefix("version_")
+        if path.parent.name != CHECKPOINT_FOLDER or version == folder.name or not version.isdigit():
+            return None
+        return cls(folder.parent.parent, folder.parent.name, int(version))
+
     @property
     def folder(self) -> Path:
         return Path(self.runs_dir) / self.run_name / f"version_{self.version}"

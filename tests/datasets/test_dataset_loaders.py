@@ -200,24 +200,6 @@ def test_datamodule_train_and_val(tiny_root, loader):
         check_batch_content(batch, tasks, table, allowed={name: split[1] for name, split in splits.items()})
 
 
-def test_datamodule_state_resumes_the_sample_stream(tiny_root):
-    def module():
-        dm = OfflineDataModule(str(tiny_root), batch_size=4, steps_per_epoch=2, seed=3)
-        dm.setup("fit")
-        return dm
-
-    first = module()
-    loader = first.train_dataloader()
-    list(loader)
-    second_epoch = list(loader)
-    state = first.state_dict()
-    assert state == {"train_epochs_started": 2}
-    resumed = module()
-    resumed.load_state_dict({"train_epochs_started": 1})
-    again = list(resumed.train_dataloader())
-    assert torch.equal(again[0][BATCH_IMAGE], second_epoch[0][BATCH_IMAGE])
-
-
 @pytest.mark.parametrize("loader", ["memory", "streaming"])
 def test_each_run_seed_draws_its_own_batch_stream(tiny_root, monkeypatch, loader):
     """data.seed defaults to the run's seed_everything: different training seeds see different data."""

@@ -1,7 +1,12 @@
-"""Resuming from a checkpoint continues with the DataSharing callback's state; DDP fit on 2 CPU processes."""
+"""Exact resume: a SIGKILLed ``robocds fit`` resumed from last.ckpt ends bit for bit like an uninterrupted run;
+resuming continues with the DataSharing callback's state; DDP fit on 2 CPU processes."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +19,11 @@ from tiny_data import TinyDataModule
 from robocds.callbacks import DataSharing
 from robocds.config import CQLConfig, EncoderConfig
 from robocds.module import MultiTaskCQL
+from robocds.train.layout import RunLayout
+from robocds.train.resume import checkpoint_step
 
 torch.set_num_threads(1)
+TESTS_DIR = Path(__file__).resolve().parent  # tiny_data and faults, importable by the subprocesses
 
 TINY_ENCODER = EncoderConfig(channels=(8, 16), kernel_sizes=(4, 3), strides=(2, 2), feature_dim=32, proprio_features=8)
 
@@ -104,3 +112,78 @@ def test_ddp_fit_on_two_cpu_processes_routes_alike(tmp_path: Path) -> None:
     ranks = [torch.load(tmp_path / f"thresholds_rank{r}.pt", weights_only=True) for r in range(2)]
     assert ranks[0].shape == (3, 3)
     torch.testing.assert_close(ranks[0], ranks[1])
+
+
+def fit_command(root: Path, runs: Path, *extra: str) -> list[str]:
+    """A short CDS fit on the real tiny dataset: 3-step epochs (validation and last.ckpt at steps 3 and 6)."""
+    return [
+        *(sys.executable, "-m", "robocds.train", "fit", "--config", "base", "--config", "cds", "--config", "smoke"),
+        *(f"--data.root={root}", "--data.batch_size=4", "--data.steps_per_epoch=3", "--data.val_batches=1"),
+        *("--trainer.max_steps=8", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"),
+        *("--trainer.log_every_n_steps=1", "--sharing.log_every_n_steps=2", "--sharing.image_every_n_steps=0"),
+        *("--sharing.ema=0.9", f"--runs_dir={runs}", "--run_name=cds", *extra),
+    ]
+
+
+class Fit:
+    """A ``robocds fit`` subprocess, its output in ``<log>``."""
+
+    def __init__(self, command: list[str], log: Path) -> None:
+        # One thread: CPU kernels are bitwise repeatable for a fixed thread count (see docs/LEARNING.md).
+        path = os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")])
+        env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=path)
+        self.log = log
+        with log.open("w") as out:
+            self.process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+    def wait(self) -> int:
+        code = self.process.wait(timeout=600)
+        if code not in (0, -signal.SIGKILL):
+            pytest.fail(f"robocds fit exited with {code}:\n{self.log.read_text()[-3000:]}")
+        return code
+
+
+def relative(value: Any, run: str) -> Any:
+    return value.replace(run, "<run>") if isinstance(value, str) else value
+
+
+def assert_same(a: Any, b: Any, where: str, paths: tuple[str, str]) -> None:
+    """Equal down to every tensor's bits; run folders in strings are compared relative to their run."""
+    if isinstance(a, dict):
+        assert isinstance(b, dict), f"{where}: {type(b)}"
+        a, b = ({relative(key, path): value for key, value in d.items()} for d, path in ((a, paths[0]), (b, paths[1])))
+        assert a.keys() == b.keys(), f"{where}: keys {set(a) ^ set(b)}"
+        for key in a:
+            assert_same(a[key], b[key], f"{where}/{key}", paths)
+    elif isinstance(a, list | tuple):
+        assert type(a) is type(b) and len(a) == len(b), f"{where}: {len(a)} vs {len(b)} items"
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_same(x, y, f"{where}[{i}]", paths)
+    elif isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), f"{where} differs"
+    elif isinstance(a, str):
+        assert relative(a, paths[0]) == relative(b, paths[1]), f"{where}: {a!r} vs {b!r}"
+    else:
+        assert a == b, f"{where}: {a!r} vs {b!r}"
+
+
+def test_sigkilled_fit_resumes_bit_for_bit(tiny_root: Path, tmp_path: Path) -> None:
+    """Killed (SIGKILL) two steps after the epoch-end last.ckpt of step 3, resumed from it with --ckpt_path:
+    the final weights, optimizer, routing and loop state, best.ckpt and metrics.csv equal the uninterrupted run's."""
+    full, killed = RunLayout(tmp_path / "full", "cds"), RunLayout(tmp_path / "killed", "cds")
+    reference = Fit(fit_command(tiny_root, full.runs_dir), tmp_path / "full.log")  # runs alongside
+    kill = ["--trainer.callbacks+=faults.KillAtStep", "--trainer.callbacks.step=5"]
+    assert Fit(fit_command(tiny_root, killed.runs_dir, *kill), tmp_path / "killed.log").wait() == -signal.SIGKILL
+    assert checkpoint_step(killed.last_checkpoint) == 3  # the kill came between two saves
+    resume = f"--ckpt_path={killed.last_checkpoint}"
+    assert Fit(fit_command(tiny_root, killed.runs_dir, resume), tmp_path / "resumed.log").wait() == 0
+    reference.wait()
+
+    assert not (killed.folder.parent / "version_1").exists()  # resumed in place, in the run's own folder
+    paths = (str(full.folder), str(killed.folder))
+    for name in ("last_checkpoint", "best_checkpoint"):
+        a, b = (torch.load(getattr(run, name), weights_only=True, map_location="cpu") for run in (full, killed))
+        for key in ("state_dict", "optimizer_states", "callbacks", "loops", "augment", "global_step", "epoch"):
+            assert_same(a[key], b[key], f"{name}:{key}", paths)
+    assert checkpoint_step(killed.last_checkpoint) == 8
+    assert full.metrics_csv.read_text() == killed.metrics_csv.read_text()  # same rows, same steps, same values

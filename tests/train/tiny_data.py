@@ -1,7 +1,8 @@
 """A tiny synthetic LightningDataModule with OfflineDataModule's interface, for CLI and resume tests.
 
-Transition b of task t shows one of ``num_states`` flat colours; task k's reward is 1 (and k is
-solved) when the action equals ``(state + k) % num_actions``, so the Q-network has something to learn.
+Transition b of task t shows one of ``num_states`` flat colours with a white square placed by the state
+(so random shifts change the image); task k's reward is 1 (and k is solved) when the action equals
+``(state + k) % num_actions``, so the Q-network has something to learn.
 """
 
 from __future__ import annotations
@@ -17,7 +18,13 @@ def synthetic_batch(
     t, b, s = num_tasks, batch_size, image_size
     states = torch.randint(0, num_states, (t, b), generator=generator)
     colours = (torch.arange(num_states)[:, None] * 60 + torch.tensor([20, 90, 160])) % 256  # [num_states, 3]
-    image = colours[states].to(torch.uint8)[..., None, None].expand(t, b, 3, s, s).contiguous()
+    image = colours[states].to(torch.uint8)[..., None, None].expand(t, b, 3, s, s).clone()
+    # A white square in the top-left quarter, lower for higher states: random shifts change the image.
+    side = max(1, s // 4)
+    pixels = torch.arange(s)
+    top = states * ((s - side) // max(1, num_states - 1))  # [T, B]
+    in_rows = (pixels >= top[..., None]) & (pixels < top[..., None] + side)  # [T, B, S]
+    image.masked_fill_((in_rows[..., :, None] & (pixels < side))[:, :, None], 255)
     action = torch.randint(0, num_actions, (t, b), generator=generator)
     goal = (states[..., None] + torch.arange(t)) % num_actions  # [T, B, T]: rewarded action of every task k
     rewards = (action[..., None] == goal).float()
