@@ -44,7 +44,6 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from robocds.callbacks import DataSharing
-from robocds.checkpoint import load_checkpoint
 from robocds.errors import USER_ERROR_STATUS, ConfigError, report_error, run_cli, user_error_in
 from robocds.module import MultiTaskCQL
 from robocds.train.layout import BEST_CHECKPOINT, CSV_FOLDER, LAST_CHECKPOINT, RunLayout
@@ -170,7 +169,7 @@ class RoboCDSCLI(LightningCLI):
             section["weights_only"] = True  # explicit, whatever torch's default
         if section.get("ckpt_path"):
             # Before Lightning reads its hyperparameters: a bad file ends as one line naming it.
-            load_checkpoint(section["ckpt_path"])
+            self._checkpoint_step = checkpoint_step(section["ckpt_path"])
 
     def instantiate_classes(self) -> None:
         try:
@@ -221,12 +220,12 @@ class RoboCDSCLI(LightningCLI):
     def _resumed_run(self, run: RunLayout) -> tuple[int, int] | None:
         """(version, step) when ``fit`` resumes from a checkpoint inside a version of ``run``, else None."""
         ckpt_path = self._get(self.config, "ckpt_path", default=None) if self.subcommand == "fit" else None
-        if ckpt_path is None or not Path(ckpt_path).is_file():
+        if ckpt_path is None:
             return None
         layout = RunLayout.of_checkpoint(ckpt_path)
         if layout is None or layout.folder.parent != run.folder.parent.resolve():
             return None
-        return layout.version, checkpoint_step(ckpt_path)
+        return layout.version, self._checkpoint_step  # read when the arguments were checked
 
 
 def _as_list(value: Any) -> list[Any]:

@@ -24,12 +24,14 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import torch
 from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+
+from robocds.checkpoint import load_checkpoint
+from robocds.errors import CheckpointError
 
 # Lightning's fit-loop state entries (``checkpoint["loops"]["fit_loop"]``) rewritten for an epoch-end checkpoint.
 _EPOCH_PROGRESS = "epoch_progress"
@@ -46,11 +48,10 @@ _LOGGED_STEPS = "_batches_that_stepped"  # Lightning's logging step
 
 
 def checkpoint_step(path: str | Path) -> int:
-    """The optimizer step (``global_step``) a Lightning checkpoint was saved at (memory-mapped, not read whole)."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    step = checkpoint.get("global_step") if isinstance(checkpoint, dict) else None
-    if isinstance(step, bool) or not isinstance(step, int):
-        raise ValueError(f"{path}: not a Lightning checkpoint (no integer 'global_step')")
+    """The optimizer step (``global_step``) a Lightning checkpoint was saved at (a ``CheckpointError`` if none)."""
+    step = load_checkpoint(path).get("global_step")
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise CheckpointError(f"{path}: not a training checkpoint (global_step={step!r}, expected an int >= 0)")
     return step
 
 
