@@ -56,6 +56,7 @@ from robocds.augment import random_shift
 from robocds.config import CQLConfig, EncoderConfig, SharingConfig
 from robocds.datasets.schema import (
     BATCH_ACTION,
+    BATCH_EPISODE_SUCCESSES,
     BATCH_IMAGE,
     BATCH_NEXT_IMAGE,
     BATCH_NEXT_PROPRIO,
@@ -130,6 +131,7 @@ def synthetic_batch(shapes: Shapes, device: str) -> dict[str, torch.Tensor]:
         BATCH_ACTION: action,
         BATCH_REWARDS: rewards,
         BATCH_SUCCESSES: rewards.clone(),
+        BATCH_EPISODE_SUCCESSES: rewards.clone(),
     }
     return {k: v.to(device) for k, v in batch.items()}
 

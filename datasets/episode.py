@@ -61,6 +61,11 @@ class Episode:
     def key(self) -> str:
         return episode_key(self.meta.task, self.meta.episode)
 
+    def returns_positive(self, columns: list[int]) -> np.ndarray:
+        """float32 [len(columns)]: 1 where the episode's return for that reward column is > 0 (it holds a
+        success of that task: the reward is 1 exactly when the task is solved), else 0."""
+        return (self.task_rewards[:, columns].sum(axis=0) > 0).astype(np.float32)
+
 
 # ----------------------------------------------------------------------------- encoding
 

@@ -18,6 +18,7 @@ from robocds.datasets.episode import Episode
 from robocds.datasets.manifest import load_shard, read_manifest
 from robocds.datasets.schema import (
     BATCH_ACTION,
+    BATCH_EPISODE_SUCCESSES,
     BATCH_IMAGE,
     BATCH_NEXT_IMAGE,
     BATCH_NEXT_PROPRIO,
@@ -38,8 +39,10 @@ class MultiTaskReplay:
     Shapes (F frames, N transitions over all tasks, P proprio, T selected tasks, S image size):
     ``frames`` uint8 [F, 3, S, S], ``proprio`` float32 [F, P], ``obs_index`` int64 [N] (frame of the
     observation; the next observation is frame ``obs_index + 1``), ``action`` int64 [N],
-    ``rewards``/``successes`` float32 [N, T], ``task_start``/``task_count`` int64 [T] (task t owns
-    transitions ``task_start[t] .. task_start[t] + task_count[t] - 1``).
+    ``rewards``/``successes`` float32 [N, T], ``episode_successes`` float32 [N, T] (1 where the
+    transition's episode has a return > 0 for that task, the same for all its transitions),
+    ``task_start``/``task_count`` int64 [T] (task t owns transitions
+    ``task_start[t] .. task_start[t] + task_count[t] - 1``).
     """
 
     task_names: tuple[str, ...]
@@ -49,6 +52,7 @@ class MultiTaskReplay:
     action: torch.Tensor
     rewards: torch.Tensor
     successes: torch.Tensor
+    episode_successes: torch.Tensor
     task_start: torch.Tensor
     task_count: torch.Tensor
 
@@ -75,6 +79,7 @@ class MultiTaskReplay:
             self.action,
             self.rewards,
             self.successes,
+            self.episode_successes,
             self.task_start,
             self.task_count,
         ]
@@ -113,6 +118,7 @@ class MultiTaskReplay:
             BATCH_ACTION: rows(self.action, flat),
             BATCH_REWARDS: rows(self.rewards, flat),
             BATCH_SUCCESSES: rows(self.successes, flat),
+            BATCH_EPISODE_SUCCESSES: rows(self.episode_successes, flat),
         }
 
 
@@ -125,7 +131,7 @@ def replay_from_episodes(
     ``task_names`` only, in that order, so ``rewards[..., i]`` is task ``task_names[i]``'s reward.
     """
     columns = [list(reward_tasks).index(name) for name in task_names]
-    proprio, obs_index, action, rewards, successes = [], [], [], [], []
+    proprio, obs_index, action, rewards, successes, episode_successes = [], [], [], [], [], []
     task_start, task_count = [], []
     n_frames = n_transitions = 0
     for episodes in episodes_per_task:
@@ -139,6 +145,7 @@ def replay_from_episodes(
             action.append(episode.actions)
             rewards.append(episode.task_rewards[:, columns])
             successes.append(episode.task_successes[:, columns])
+            episode_successes.append(np.broadcast_to(episode.returns_positive(columns), (length, len(columns))))
             n_frames += length + 1
             n_transitions += length
         task_count.append(n_transitions - task_start[-1])
@@ -159,6 +166,7 @@ def replay_from_episodes(
         action=torch.from_numpy(np.concatenate(action)),
         rewards=torch.from_numpy(np.concatenate(rewards).astype(np.float32)),
         successes=torch.from_numpy(np.concatenate(successes).astype(np.float32)),
+        episode_successes=torch.from_numpy(np.concatenate(episode_successes)),
         task_start=torch.tensor(task_start, dtype=torch.int64),
         task_count=torch.tensor(task_count, dtype=torch.int64),
     )

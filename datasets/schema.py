@@ -5,19 +5,23 @@ Writers, readers, validators and the learner all import these names; nothing els
 Training batch (what every loader yields and the Lightning module consumes). T is the number of
 tasks, B the number of transitions drawn from each task's own data, H x W the image size:
 
-=====================  ==========  ==================  ============================================
-key                    dtype       shape               meaning
-=====================  ==========  ==================  ============================================
-``BATCH_IMAGE``        uint8       [T, B, 3, H, W]     observation frame, row t drawn from task t's data
-``BATCH_NEXT_IMAGE``   uint8       [T, B, 3, H, W]     next frame
-``BATCH_PROPRIO``      float32     [T, B, P]           measured and commanded arm state (envs.env)
-``BATCH_NEXT_PROPRIO`` float32     [T, B, P]           next proprio
-``BATCH_ACTION``       int64       [T, B]              action taken
-``BATCH_REWARDS``      float32     [T, B, T]           reward of *every* task k for the transition (last axis)
-``BATCH_SUCCESSES``    float32     [T, B, T]           1 where task k is solved at the next state (terminal for k)
-=====================  ==========  ==================  ============================================
+===========================  ==========  ===============  ============================================
+key                          dtype       shape            meaning
+===========================  ==========  ===============  ============================================
+``BATCH_IMAGE``              uint8       [T, B, 3, H, W]  observation frame, row t drawn from task t's data
+``BATCH_NEXT_IMAGE``         uint8       [T, B, 3, H, W]  next frame
+``BATCH_PROPRIO``            float32     [T, B, P]        measured and commanded arm state (envs.env)
+``BATCH_NEXT_PROPRIO``       float32     [T, B, P]        next proprio
+``BATCH_ACTION``             int64       [T, B]           action taken
+``BATCH_REWARDS``            float32     [T, B, T]        reward of *every* task k for the transition (last axis)
+``BATCH_SUCCESSES``          float32     [T, B, T]        1 where task k is solved at the next state (terminal for k)
+``BATCH_EPISODE_SUCCESSES``  float32     [T, B, T]        1 where the transition's *episode* has a return > 0 for
+                                                          task k (it holds a success of k), else 0
+===========================  ==========  ===============  ============================================
 
-Relabeling a transition of task j for task i reads ``rewards[j, :, i]`` and ``successes[j, :, i]``.
+Relabeling a transition of task j for task i reads ``rewards[j, :, i]`` and ``successes[j, :, i]``;
+``episode_successes[j, b, i]`` is the same for every transition of one episode (the sum of the
+episode's rewards for task i, over all its steps, is > 0), whichever of its steps was drawn.
 
 Episode sample (one WebDataset sample per recorded episode, in ``<root>/<task>/shard-NNNNNN.tar``).
 L is the episode length in steps (>= 1), R the number of tasks whose reward is recorded (the whole
@@ -63,6 +67,7 @@ BATCH_NEXT_PROPRIO = "next_proprio"
 BATCH_ACTION = "action"
 BATCH_REWARDS = "rewards"
 BATCH_SUCCESSES = "successes"
+BATCH_EPISODE_SUCCESSES = "episode_successes"
 
 BATCH_KEYS = (
     BATCH_IMAGE,
@@ -72,6 +77,7 @@ BATCH_KEYS = (
     BATCH_ACTION,
     BATCH_REWARDS,
     BATCH_SUCCESSES,
+    BATCH_EPISODE_SUCCESSES,
 )
 
 # Bump when the sample or manifest layout changes; readers refuse any other version.

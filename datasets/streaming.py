@@ -24,6 +24,7 @@ from robocds.datasets.episode import decode_episode
 from robocds.datasets.manifest import read_manifest, read_shard
 from robocds.datasets.schema import (
     BATCH_ACTION,
+    BATCH_EPISODE_SUCCESSES,
     BATCH_IMAGE,
     BATCH_NEXT_IMAGE,
     BATCH_NEXT_PROPRIO,
@@ -38,7 +39,8 @@ from robocds.datasets.storage import iter_tar_samples, join
 from robocds.envs.seeds import hash_seed
 
 # A transition inside the pipeline: views into its episode's arrays, no copies until collation.
-# (frame [3,S,S], next_frame, proprio [P], next_proprio [P], action (), rewards [T], successes [T])
+# (frame [3,S,S], next_frame, proprio [P], next_proprio [P], action (), rewards [T], successes [T],
+#  episode_successes [T])
 Transition = tuple[np.ndarray, ...]
 
 
@@ -89,6 +91,7 @@ class _Explode:
             frames = np.ascontiguousarray(episode.frames.transpose(0, 3, 1, 2))
             rewards = episode.task_rewards[:, self.columns]
             successes = episode.task_successes[:, self.columns].astype(np.float32)
+            episode_successes = episode.returns_positive(self.columns)  # one row for every transition
             for t in range(episode.length):
                 yield (
                     frames[t],
@@ -98,6 +101,7 @@ class _Explode:
                     episode.actions[t],
                     rewards[t],
                     successes[t],
+                    episode_successes,
                 )
 
 
@@ -248,7 +252,9 @@ class StreamingMultiTaskDataset(torch.utils.data.IterableDataset):
 
 def _stack_tasks(per_task: tuple[tuple[np.ndarray, ...], ...]) -> dict[str, torch.Tensor]:
     columns = [np.stack(column) for column in zip(*per_task)]  # each [T, B, ...]
-    image, next_image, proprio, next_proprio, action, rewards, successes = (torch.from_numpy(c) for c in columns)
+    image, next_image, proprio, next_proprio, action, rewards, successes, episode_successes = (
+        torch.from_numpy(c) for c in columns
+    )
     return {
         BATCH_IMAGE: image,
         BATCH_NEXT_IMAGE: next_image,
@@ -257,6 +263,7 @@ def _stack_tasks(per_task: tuple[tuple[np.ndarray, ...], ...]) -> dict[str, torc
         BATCH_ACTION: action.to(torch.int64),
         BATCH_REWARDS: rewards,
         BATCH_SUCCESSES: successes,
+        BATCH_EPISODE_SUCCESSES: episode_successes,
     }
 
 

@@ -42,7 +42,7 @@ from robocds.eval.report import AVERAGE, markdown, report
 from robocds.files import write_text_atomic
 from robocds.train.layout import RunLayout, last_logged
 
-METHODS = ("no_sharing", "sharing_all", "cds", "cds_percentile")
+METHODS = ("no_sharing", "sharing_all", "cds", "cds_percentile", "share_successes")
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from torch import Tensor
 
 from robocds.datasets.schema import (
     BATCH_ACTION,
+    BATCH_EPISODE_SUCCESSES,
     BATCH_IMAGE,
     BATCH_KEYS,
     BATCH_NEXT_IMAGE,
@@ -46,6 +47,7 @@ def check_batch(batch: Mapping[str, Tensor], num_tasks: int, image_size: int, pr
         BATCH_NEXT_PROPRIO: (t, b, proprio_dim),
         BATCH_REWARDS: (t, b, t),
         BATCH_SUCCESSES: (t, b, t),
+        BATCH_EPISODE_SUCCESSES: (t, b, t),
     }
     for key, shape in expected.items():
         if tuple(batch[key].shape) != shape:

@@ -1,4 +1,4 @@
-"""Data sharing (none / all / cds / uds) as a Lightning callback."""
+"""Data sharing (none / all / cds / uds / share_successes) as a Lightning callback."""
 
 from __future__ import annotations
 
@@ -33,8 +33,9 @@ class DataSharing(Callback):
     """Owns the routing of cross-task transitions and hands the module its weights at every batch.
 
     In ``setup`` it attaches its ``SharingRouter`` to the module (``pl_module.router``); the module calls
-    it once per training batch with the detached Q-values of the data actions [T, B, T] and gets the
-    weights [T, B, T]. Thresholds are all-reduced over DDP ranks, so one GPU and many route alike.
+    it once per training batch with the detached Q-values of the data actions [T, B, T] and the batch
+    (``share_successes`` reads its ``episode_successes``) and gets the weights [T, B, T]. Thresholds are
+    all-reduced over DDP ranks, so one GPU and many route alike.
 
     Logged every ``log_every_n_steps`` optimizer steps (straight to every logger, rank zero): the mean
     T x T sharing matrix since the last log as scalars ``sharing/<target>/<source>`` (mean weight of the
@@ -48,7 +49,7 @@ class DataSharing(Callback):
     checkpoints and restored on resume.
 
     Args:
-        mode: "none", "all", "cds" or "uds" (see ``robocds.config.SharingConfig``).
+        mode: "none", "all", "cds", "uds" or "share_successes" (see ``robocds.config.SharingConfig``).
         threshold: cds: "mean" or "percentile" of Q_i over task i's own transitions.
         percentile: cds with threshold="percentile": which percentile (0-100).
         temperature: cds: None for the hard 0/1 weight, > 0 for sigmoid((Q - threshold) / temperature).

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 _C = TypeVar("_C")
 
-SharingMode = Literal["none", "all", "cds", "uds"]
+SharingMode = Literal["none", "all", "cds", "uds", "share_successes"]
+SHARING_MODES: tuple[str, ...] = get_args(SharingMode)
 ThresholdRule = Literal["mean", "percentile"]
 TargetRule = Literal["min", "double"]
 TDLoss = Literal["huber", "mse"]
@@ -131,6 +132,8 @@ class SharingConfig:
     - ``cds``: weight 1[Q_i(s, a) >= threshold_i] (or the soft sigmoid weight), threshold_i from Q_i on task
       i's own transitions.
     - ``uds``: every transition with weight 1, but shared rewards (and terminals) relabeled to 0.
+    - ``share_successes``: task j's transition with weight 1 when its episode's return for task i is > 0 (the
+      episode holds a success of task i), else 0; shared rewards are task i's, as in ``all``.
     """
 
     mode: SharingMode = "cds"  # routing of cross-task transitions
@@ -140,8 +143,8 @@ class SharingConfig:
     ema: float = 0.0  # cds: 0 = per-batch threshold; in (0, 1) = running estimate t <- ema * t + (1 - ema) * batch
 
     def __post_init__(self) -> None:
-        if self.mode not in ("none", "all", "cds", "uds"):
-            raise ValueError(f"mode={self.mode!r}: must be one of 'none', 'all', 'cds', 'uds'")
+        if self.mode not in SHARING_MODES:
+            raise ValueError(f"mode={self.mode!r}: must be one of {', '.join(map(repr, SHARING_MODES))}")
         if self.threshold not in ("mean", "percentile"):
             raise ValueError(f"threshold={self.threshold!r}: must be 'mean' or 'percentile'")
         if not 0.0 <= self.percentile <= 100.0:

@@ -29,7 +29,8 @@ from robocds.datasets.schema import (
 from robocds.qnet import MultiTaskQNetwork, polyak_update
 from robocds.sharing import Routing, fixed_weights, relabel
 
-Router = Callable[[Tensor], Routing]
+# (q_data [T, B, T] detached Q of the data actions, the training batch) -> Routing
+Router = Callable[[Tensor, Mapping[str, Tensor]], Routing]
 AUGMENT_STATE = "augment"  # checkpoint key: the augmentation seed and the number of augmented training batches
 
 
@@ -45,7 +46,7 @@ def mix_seed(*values: int) -> int:
     return x >> 1
 
 
-def own_data_router(q_data: Tensor) -> Routing:
+def own_data_router(q_data: Tensor, batch: Mapping[str, Tensor] | None = None) -> Routing:
     """Routing of validation: every task on its own data only (comparable across sharing modes)."""
     t, b, _ = q_data.shape
     return Routing(weights=fixed_weights("none", t, b, q_data.device), zero_shared_rewards=False, thresholds=None)
@@ -59,7 +60,8 @@ class MultiTaskCQL(LightningModule):
     1. one online encoder pass over the T * B observations -> Q [K, T, B, T, A] (every head, source row,
        transition, target task, action), and one no-grad target pass over the next observations;
     2. the router (set by the ``robocds.callbacks.DataSharing`` callback) turns the detached Q-values
-       of the data actions, min over heads, [T, B, T], into routing weights [T, B, T];
+       of the data actions, min over heads, [T, B, T], and the batch (``share_successes`` reads its
+       ``episode_successes``) into routing weights [T, B, T];
     3. rewards and terminals are relabeled for every target task, TD targets built, and the CQL terms
        weighted and normalised as documented in ``robocds.cql``.
 
@@ -163,7 +165,7 @@ class MultiTaskCQL(LightningModule):
                 next_q_online = self.q(next_images, next_proprio).float().view(k, t, b, t, a)
             next_values = next_state_values(next_q, next_q_online)  # [T, B, T]
             # Routing reads the same forward pass, detached: no second encoder pass (min over heads = conservative).
-            routing = router(data_action_values(q.detach(), batch[BATCH_ACTION]).min(dim=0).values)
+            routing = router(data_action_values(q.detach(), batch[BATCH_ACTION]).min(dim=0).values, batch)
             rewards, dones = relabel(batch[BATCH_REWARDS], batch[BATCH_SUCCESSES], routing.zero_shared_rewards)
             targets = td_targets(rewards, dones, next_values, cfg.gamma)
             if cfg.target_bounds is not None:

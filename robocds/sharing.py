@@ -1,4 +1,5 @@
-"""Data-sharing maths (none / all / cds / uds) as pure functions, and the stateful router that applies them.
+"""Data-sharing maths (none / all / cds / uds / share_successes) as pure functions, and the stateful router
+that applies them.
 
 Shapes follow ``robocds.cql``: ``q_data`` is [T_src, B, T_tgt], entry [j, b, i] = Q_i(s, a) of
 transition b of task j's data (computed without gradient, from the network being trained, in the
@@ -7,6 +8,7 @@ same forward pass as the loss). Weights have the same shape; own data (j == i) a
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +17,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from robocds.config import SharingConfig
+from robocds.datasets.schema import BATCH_EPISODE_SUCCESSES
 
 
 def own_mask(num_tasks: int, device: torch.device | str | None = None) -> Tensor:
@@ -84,6 +87,20 @@ def cds_weights(q_data: Tensor, thresholds: Tensor, temperature: float | None = 
     return torch.where(own_mask(q_data.shape[0], q_data.device), torch.ones_like(shared), shared)
 
 
+def success_weights(episode_successes: Tensor) -> Tensor:
+    """share_successes weights: task j's transition goes into task i when its episode holds a success of i.
+
+    Args:
+        episode_successes: [T_src, B, T_tgt], entry [j, b, i] > 0 where the episode of transition b of task
+            j's data has a return > 0 for task i (the batch's ``episode_successes``).
+
+    Returns:
+        [T_src, B, T_tgt] float32 in {0, 1}; own data (j == i) gets 1 whatever its episode's return.
+    """
+    shared = (episode_successes > 0).float()
+    return torch.where(own_mask(shared.shape[0], shared.device), torch.ones_like(shared), shared)
+
+
 def fixed_weights(mode: str, num_tasks: int, batch_size: int, device: torch.device | str | None = None) -> Tensor:
     """Weights of the modes that do not look at Q: "none" (own data only) and "all"/"uds" (everything).
 
@@ -149,8 +166,12 @@ class SharingRouter:
         self._matrix_sum: Tensor | None = None
         self._matrix_count = 0
 
-    def __call__(self, q_data: Tensor) -> Routing:
-        """q_data [T, B, T] (detached Q of the data actions) -> Routing."""
+    def __call__(self, q_data: Tensor, batch: Mapping[str, Tensor] | None = None) -> Routing:
+        """q_data [T, B, T] (detached Q of the data actions) and the training batch -> Routing.
+
+        ``batch`` (the schema's training batch) is read by the modes that look at the data rather than at Q:
+        ``share_successes`` reads its ``episode_successes`` [T, B, T]; the other modes ignore it.
+        """
         q_data = q_data.detach().float()
         num_tasks, batch_size, num_targets = q_data.shape
         if num_tasks != num_targets:
@@ -160,6 +181,19 @@ class SharingRouter:
         if cfg.mode == "cds":
             thresholds = self.update_thresholds(own_task_values(q_data))
             weights = cds_weights(q_data, thresholds, cfg.temperature)
+        elif cfg.mode == "share_successes":
+            if batch is None or BATCH_EPISODE_SUCCESSES not in batch:
+                raise ValueError(
+                    f"sharing mode 'share_successes' needs the batch's {BATCH_EPISODE_SUCCESSES!r} [T, B, T] "
+                    "(every robocds loader yields it)"
+                )
+            episode_successes = batch[BATCH_EPISODE_SUCCESSES]
+            if tuple(episode_successes.shape) != tuple(q_data.shape):
+                raise ValueError(
+                    f"batch[{BATCH_EPISODE_SUCCESSES!r}] has shape {tuple(episode_successes.shape)}: expected "
+                    f"{list(q_data.shape)} like the Q-values of the data actions"
+                )
+            weights = success_weights(episode_successes.to(q_data.device))
         else:
             weights = fixed_weights(cfg.mode, num_tasks, batch_size, q_data.device)
         matrix = sharing_matrix(weights)

@@ -8,7 +8,8 @@
 ``cds``, ``cds_percentile``, ``gpu``) when no such file exists. Besides the usual ``trainer``, ``model``
 and ``data`` sections, the CLI has:
 
-- ``sharing``: the ``robocds.callbacks.DataSharing`` callback (mode none / all / cds / uds, thresholds);
+- ``sharing``: the ``robocds.callbacks.DataSharing`` callback (mode none / all / cds / uds / share_successes,
+  thresholds);
 - ``checkpoint``: a ``ModelCheckpoint`` saving ``best.ckpt`` (lowest ``val/td_loss``);
 - ``last_checkpoint``: a ``ModelCheckpoint`` saving ``last.ckpt``, the latest weights, every epoch and at the
   end of training (what evaluation uses). It is a callback of its own because Lightning's ``save_last``

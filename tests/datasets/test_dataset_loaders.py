@@ -14,6 +14,7 @@ from robocds.datasets.manifest import read_manifest
 from robocds.datasets.replay import ReplaySampler, load_replay, load_task_episodes, split_episodes
 from robocds.datasets.schema import (
     BATCH_ACTION,
+    BATCH_EPISODE_SUCCESSES,
     BATCH_IMAGE,
     BATCH_KEYS,
     BATCH_NEXT_IMAGE,
@@ -39,6 +40,7 @@ def check_batch_format(batch: dict, num_tasks: int, batch_size: int, image_size:
         BATCH_ACTION: (torch.int64, (t, b)),
         BATCH_REWARDS: (torch.float32, (t, b, t)),
         BATCH_SUCCESSES: (torch.float32, (t, b, t)),
+        BATCH_EPISODE_SUCCESSES: (torch.float32, (t, b, t)),
     }
     for key, (dtype, shape) in expected.items():
         assert batch[key].dtype == dtype and tuple(batch[key].shape) == shape, key
@@ -51,6 +53,8 @@ def transition_table(root, tasks):
     table = {}
     for name in tasks:
         for episode in load_task_episodes(str(root), manifest, name):
+            # Computed here from the raw rewards, not with the loaders' helper: the episode's return for each task.
+            episode_successes = (episode.task_rewards[:, columns].sum(axis=0) > 0).astype(np.float32)
             for t in range(episode.length):
                 image = np.ascontiguousarray(episode.frames[t].transpose(2, 0, 1))
                 table[(name, image.tobytes(), episode.proprio[t].tobytes())] = (
@@ -60,6 +64,7 @@ def transition_table(root, tasks):
                     episode.task_rewards[t, columns],
                     episode.task_successes[t, columns].astype(np.float32),
                     episode.meta.episode,
+                    episode_successes,
                 )
     return table
 
@@ -70,12 +75,13 @@ def check_batch_content(batch: dict, tasks: list[str], table: dict, allowed: dic
         for b in range(batch[BATCH_ACTION].shape[1]):
             key = (name, batch[BATCH_IMAGE][t, b].numpy().tobytes(), batch[BATCH_PROPRIO][t, b].numpy().tobytes())
             assert key in table, f"row {t} holds a transition that is not task {name}'s"
-            next_image, next_proprio, action, rewards, successes, episode = table[key]
+            next_image, next_proprio, action, rewards, successes, episode, episode_successes = table[key]
             assert np.array_equal(batch[BATCH_NEXT_IMAGE][t, b].numpy(), next_image)
             assert np.array_equal(batch[BATCH_NEXT_PROPRIO][t, b].numpy(), next_proprio)
             assert int(batch[BATCH_ACTION][t, b]) == action
             assert np.array_equal(batch[BATCH_REWARDS][t, b].numpy(), rewards)
             assert np.array_equal(batch[BATCH_SUCCESSES][t, b].numpy(), successes)
+            assert np.array_equal(batch[BATCH_EPISODE_SUCCESSES][t, b].numpy(), episode_successes)
             if allowed is not None:
                 assert episode in allowed[name], f"{name} episode {episode} should be held out"
 
@@ -91,6 +97,25 @@ def test_memory_replay_batches(tiny_root):
     # Frames are stored once: the next image of a transition is the following frame of its episode.
     obs = replay.obs_index[replay.task_start[0]]
     assert torch.equal(replay.gather(replay.task_start[:1, None])[BATCH_NEXT_IMAGE][0, 0], replay.frames[obs + 1])
+
+
+@pytest.mark.parametrize("loader", ["memory", "streaming"])
+def test_episode_successes_mark_every_transition_of_an_episode_that_succeeds(tiny_root, loader):
+    """In `tiny`, place-cube-blue's episodes lift the cube (a lift-cube success) without placing it, and only
+    lift-cylinder's episode 2 lifts the cylinder: every transition of those episodes carries the mark."""
+    tasks = ["lift-cube", "lift-cylinder", "place-cube-blue"]
+    if loader == "memory":
+        batch = load_replay(str(tiny_root), tasks=tasks).sample(64, torch.Generator().manual_seed(0))
+    else:
+        batch = next(iter(StreamingMultiTaskDataset(str(tiny_root), batch_size=20, steps=1, tasks=tasks)))
+    check_batch_content(batch, tasks, transition_table(tiny_root, tasks))
+    marks = batch[BATCH_EPISODE_SUCCESSES]
+    # Every transition of place-cube-blue (row 2) succeeds for lift-cube, also the steps before the lift.
+    assert (marks[2, :, 0] == 1).all() and (batch[BATCH_REWARDS][2, :, 0] == 0).any()
+    assert (marks[:, :, 2] == 0).all()  # no episode places the cube in 12 steps
+    assert (marks[0, :, 1] == 0).all() and (marks[0, :, 0] == 1).all()  # lift-cube's own episodes all succeed
+    if loader == "memory":  # 64 draws among lift-cylinder's 34 transitions: both kinds of episode appear
+        assert set(marks[1, :, 1].tolist()) == {0.0, 1.0}
 
 
 def test_memory_sampling_is_uniform_and_seeded(tiny_root):

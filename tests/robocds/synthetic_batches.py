@@ -35,6 +35,8 @@ def make_batch(
         "action": action,
         "rewards": rewards,
         "successes": rewards.clone(),
+        # As if each transition were its own episode: it succeeds for task k exactly when rewarded for k.
+        "episode_successes": rewards.clone(),
     }
 
 

@@ -15,6 +15,7 @@ from robocds.sharing import (
     own_task_values,
     relabel,
     sharing_matrix,
+    success_weights,
 )
 
 # q_data [T_src=2, B=4, T_tgt=2]: column i holds Q_i; task 0's own values (row 0, col 0) are 0, 1, 2, 5.
@@ -103,9 +104,35 @@ def test_sharing_config_errors_name_the_field(field: str, value: object) -> None
         SharingConfig(**{field: value})
 
 
+def test_share_successes_routes_the_episodes_that_succeed_for_the_target() -> None:
+    # episode_successes [T_src=2, B=3, T_tgt=2]: entry [j, b, i] = 1 when transition b's episode succeeds for i.
+    episode_successes = torch.tensor(
+        [
+            [[0.0, 1.0], [0.0, 0.0], [1.0, 1.0]],  # task 0's data: its episodes succeed for task 1 at b = 0, 2
+            [[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]],  # task 1's data: succeeds for task 0 at b = 0 only
+        ]
+    )
+    router = SharingRouter(SharingConfig(mode="share_successes"))
+    q_data = torch.full((2, 3, 2), -5.0)  # Q plays no part (CDS would share nothing this low)
+    routing = router(q_data, {"episode_successes": episode_successes})
+    w = routing.weights
+    assert w[0, :, 1].tolist() == [1.0, 0.0, 1.0]  # task 0's transitions into task 1
+    assert w[1, :, 0].tolist() == [1.0, 0.0, 0.0]  # task 1's into task 0
+    # Own data always weight 1, whatever its episode's own return (b = 1 of task 0 failed task 0).
+    assert w[0, :, 0].tolist() == [1.0] * 3 and w[1, :, 1].tolist() == [1.0] * 3
+    assert not routing.zero_shared_rewards and routing.thresholds is None  # rewards relabeled as `all`
+    torch.testing.assert_close(success_weights(episode_successes), w)
+    torch.testing.assert_close(router.pop_matrix(), torch.tensor([[1.0, 1 / 3], [2 / 3, 1.0]]))  # [target, source]
+    with pytest.raises(ValueError, match="needs the batch's 'episode_successes'"):
+        router(q_data)
+    with pytest.raises(ValueError, match=r"batch\['episode_successes'\] has shape \(2, 2, 2\)"):
+        router(q_data, {"episode_successes": episode_successes[:, :2]})
+
+
 # ------------------------------------------------------------------ one battery, every mode
 MODES = [
     SharingConfig(mode="none"),
+    SharingConfig(mode="share_successes"),
     SharingConfig(mode="all"),
     SharingConfig(mode="uds"),
     SharingConfig(mode="cds"),
@@ -121,8 +148,10 @@ def test_every_mode_routes_sanely(config: SharingConfig) -> None:
     t, b, a = 3, 6, 4
     q = torch.randn(2, t, b, t, a, requires_grad=True)
     actions = torch.randint(0, a, (t, b))
+    episode_successes = (torch.rand(t, b, t) > 0.5).float()
     router = SharingRouter(config)
-    routing = router(data_action_values(q.detach(), actions).min(dim=0).values)
+    q_data = data_action_values(q.detach(), actions).min(dim=0).values
+    routing = router(q_data, {"episode_successes": episode_successes})
     w = routing.weights
     assert w.shape == (t, b, t) and not w.requires_grad
     assert ((w >= 0) & (w <= 1)).all()
@@ -132,6 +161,8 @@ def test_every_mode_routes_sanely(config: SharingConfig) -> None:
         assert (w[~own] == 0).all()
     if config.mode in ("all", "uds"):
         assert (w == 1).all()
+    if config.mode == "share_successes":
+        assert torch.equal(w[~own], episode_successes[~own])
     assert routing.zero_shared_rewards == (config.mode == "uds")
     assert (routing.thresholds is not None) == (config.mode == "cds")
     rewards, dones = relabel(torch.rand(t, b, t), torch.zeros(t, b, t), routing.zero_shared_rewards)

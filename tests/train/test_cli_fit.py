@@ -66,6 +66,7 @@ def read_metrics(run_dir: Path) -> list[dict[str, str]]:
         (["--config", "cds"], "cds"),
         (["--config", "cds_percentile"], "cds_percentile"),
         (["--sharing.mode=uds"], "uds"),
+        (["--config", "share_successes"], "share_successes"),
     ],
 )
 def test_fit_in_every_mode(base_config: str, tmp_path: Path, method: list[str], run_name: str) -> None:
@@ -85,6 +86,8 @@ def test_fit_in_every_mode(base_config: str, tmp_path: Path, method: list[str], 
         assert fractions and all(f == 0.0 for f in fractions)
     elif mode in ("all", "uds"):
         assert fractions and all(f == 1.0 for f in fractions)
+    elif mode == "share_successes":
+        assert fractions and all(0.0 < f < 1.0 for f in fractions)  # rewarded transitions only (about 1 in 5)
     else:
         assert "sharing/threshold/tiny-2" in columns
     # The model got its shapes and names from the data module.
@@ -170,6 +173,25 @@ def test_fit_on_a_generated_tiny_dataset_with_the_packaged_configs(tmp_path: Pat
 
     with pytest.raises(ConfigError, match=r"--max-steps 40 contradicts the checkpoint last: its max_steps is 12"):
         evaluate_main(["--checkpoint", str(last), "--out", str(tmp_path / "eval"), "--max-steps", "40"])
+
+
+def test_share_successes_fit_on_a_generated_tiny_dataset_routes_by_episode_return(tiny_root, tmp_path: Path) -> None:
+    """base + share_successes + smoke as shipped. In `tiny` every place-cube-blue episode lifts the cube
+    (a lift-cube success) and none places it, no lift-cylinder episode touches the cube: so the routing is
+    known exactly, whatever transitions are drawn."""
+    args = ["fit", "--config", "base", "--config", "share_successes", "--config", "smoke", f"--data.root={tiny_root}"]
+    steps = ["--trainer.max_steps=3", "--data.steps_per_epoch=3", "--trainer.enable_progress_bar=false",
+             "--sharing.log_every_n_steps=1"]  # fmt: skip
+    cli = RoboCDSCLI(args=resolve_config_args([*args, *steps, f"--runs_dir={tmp_path}"]))
+    assert cli.trainer.global_step == 3
+    rows = read_metrics(tmp_path / "share_successes" / "version_0")
+    rows = [row for row in rows if row.get("sharing/shared_fraction")]
+    assert len(rows) == 3
+    for row in rows:
+        assert float(row["sharing/lift-cube/place-cube-blue"]) == 1.0
+        assert float(row["sharing/lift-cube/lift-cylinder"]) == 0.0
+        assert all(float(row[f"sharing/place-cube-blue/{source}"]) == 0.0 for source in ("lift-cube", "lift-cylinder"))
+        assert float(row["sharing/lift-cylinder/lift-cube"]) == 0.0
 
 
 def test_last_checkpoint_holds_the_final_weights_when_the_monitored_metric_stops_improving(
