@@ -17,6 +17,8 @@ any number of workers, writes byte-identical shards.
         components:
           - {episodes: 2, random_action_prob: 0.8, position_std: 0.03}   # episodes 0-1
           - {episodes: 1, random_action_prob: 0.1}                       # episode 2
+    groups:                            # optional: named sets of tasks, for reporting only
+      lifts: [lift-cube, lift-block]
 
 Packaged recipes (``robocds/datasets/recipes/*.yaml``) can be named without a path: ``tiny``.
 """
@@ -25,7 +27,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, fields, replace
+import re
+from dataclasses import asdict, dataclass, field, fields, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -34,6 +37,8 @@ import yaml
 
 from robocds.datasets.errors import DatasetError
 from robocds.envs.suite import DEFAULT_ENV, MIN_IMAGE_SIZE, RENDERERS, EnvSettings, OracleNoise, check_task
+
+GROUP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")  # group names become parts of report file names
 
 
 def _check_episodes(value: Any, where: str) -> None:
@@ -137,6 +142,9 @@ class Recipe:
     renderer: str = DEFAULT_ENV.renderer  # "tiny" (CPU) or "egl" (GPU machines); frames differ slightly between them
     substeps: int | None = None  # physics steps per action; None: the environment's default
     description: str = ""  # free text: why the dataset looks the way it does
+    # Named sets of the recipe's tasks that reports aggregate over (e.g. borrowers vs controls); they do
+    # not change the data, so they are not part of the fingerprint.
+    groups: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -159,6 +167,23 @@ class Recipe:
         if self.substeps is not None and (not isinstance(self.substeps, int) or self.substeps < 1):
             raise ValueError(f"substeps={self.substeps!r}: must be an int >= 1 or null")
         self.env  # noqa: B018 - EnvSettings checks the settings together (e.g. the camera's smallest image)
+        self._check_groups()
+
+    def _check_groups(self) -> None:
+        if not isinstance(self.groups, dict):
+            raise ValueError(f"groups={self.groups!r}: must be a mapping of group name -> list of task names")
+        for group, tasks in self.groups.items():
+            if not isinstance(group, str) or not GROUP_NAME.fullmatch(group):
+                raise ValueError(f"groups: name {group!r} must be letters, digits, '_' or '-' (it names report files)")
+            if not isinstance(tasks, tuple) or not tasks or not all(isinstance(t, str) for t in tasks):
+                raise ValueError(f"groups.{group}={tasks!r}: must be a non-empty list of task names")
+            for task in tasks:
+                if task not in self.task_names:
+                    raise ValueError(
+                        f"groups.{group}: task {task!r} is not in this recipe (its tasks: {', '.join(self.task_names)})"
+                    )
+            if len(set(tasks)) != len(tasks):
+                raise ValueError(f"groups.{group}: a task is listed more than once ({', '.join(tasks)})")
 
     @property
     def env(self) -> EnvSettings:
@@ -186,9 +211,12 @@ class Recipe:
         return -(-self.task(task).episodes // self.episodes_per_shard)
 
     def to_json_dict(self) -> dict[str, Any]:
-        """Canonical JSON form (tasks as a mapping, like the YAML; ``components`` only for mixtures, so a
-        single-level recipe keeps the form, and the fingerprint, it had before mixtures existed)."""
+        """Canonical JSON form (tasks as a mapping, like the YAML; ``components`` only for mixtures and
+        ``groups`` only when there are some, so a recipe without them keeps the form, and the fingerprint,
+        it had before they existed)."""
         out = asdict(self)
+        if not self.groups:
+            del out["groups"]
         out["tasks"] = {}
         for task in self.tasks:
             entry = {k: v for k, v in asdict(task).items() if k not in ("task", "components")}
@@ -198,9 +226,10 @@ class Recipe:
         return out
 
     def fingerprint(self) -> str:
-        """sha256 of everything that determines the data (not the name or description)."""
+        """sha256 of everything that determines the data (not the name, description or groups)."""
         data = self.to_json_dict()
         del data["name"], data["description"]
+        data.pop("groups", None)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
     def with_overrides(self, **changes: Any) -> Recipe:
@@ -238,8 +267,11 @@ def recipe_from_dict(data: Any, source: str = "<recipe>") -> Recipe:
             tasks.append(TaskRecipe(task=str(name), **spec))
         except (TypeError, ValueError) as err:
             raise DatasetError(str(err), source, field=where) from None
+    groups = data.get("groups", {})
+    if isinstance(groups, dict):  # lists (YAML, JSON) -> tuples; anything else is refused by Recipe
+        groups = {name: tuple(tasks) if isinstance(tasks, list) else tasks for name, tasks in groups.items()}
     try:
-        return Recipe(**{**data, "tasks": tuple(tasks)})
+        return Recipe(**{**data, "tasks": tuple(tasks), "groups": groups})
     except (TypeError, ValueError) as err:
         raise DatasetError(str(err), source) from None
 

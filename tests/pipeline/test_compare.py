@@ -82,3 +82,19 @@ def test_the_sharing_matrix_is_read_by_the_callback_keys_and_averaged_over_seeds
     matrix = logged_sharing_matrix(layout, "cds", (0, 1, 2), tasks)  # seed 2 never ran: left out
     assert matrix.shape == (2, 2) and matrix == pytest.approx(0.3)  # the last logged row, mean of 0.4 and 0.2
     assert logged_sharing_matrix(layout, "cds", (0,), ["a", "c"]) is None  # a task it never logged
+
+
+def test_every_method_and_scale_config_is_a_packaged_training_config():
+    import yaml
+
+    from robocds.config import SharingConfig
+    from robocds.pipeline.compare import METHODS
+    from robocds.train.cli import CONFIG_DIR
+
+    for method in METHODS:
+        config = yaml.safe_load((CONFIG_DIR / f"{method}.yaml").read_text())
+        SharingConfig(**config["sharing"])  # a valid sharing rule
+    assert yaml.safe_load((CONFIG_DIR / "uds.yaml").read_text())["sharing"] == {"mode": "uds"}
+    for scale in SCALES.values():
+        assert set(scale.methods) <= set(METHODS)
+        assert all((CONFIG_DIR / f"{name}.yaml").is_file() for name in scale.train_configs)
