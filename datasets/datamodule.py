@@ -8,9 +8,10 @@ for streaming but the small validation set).
 
 Training batches follow ``robocds.datasets.schema`` ([T, B, ...], T = ``num_tasks`` in the order of
 ``task_names``; the rewards/successes last axis is in the same order). Validation batches have the
-same format and come from held-out episodes: the last ``val_fraction`` of every task's episodes
-never appear in training batches; the same ``val_batches`` batches are drawn at every validation,
-so a "best" checkpoint can monitor a validation metric.
+same format and come from held-out episodes: ``val_fraction`` of every task's episodes, spread
+evenly over its episode order (``robocds.datasets.replay.split_episodes``), never appear in training
+batches; the same ``val_batches`` batches are drawn at every validation, so a "best" checkpoint can
+monitor a validation metric.
 """
 
 from __future__ import annotations
@@ -157,8 +158,9 @@ class OfflineDataModule(pl.LightningDataModule):
             validation and checkpointing happen).
         tasks: the tasks to train on, in batch-row order; None: every task of the dataset in
             manifest order.
-        val_fraction: fraction of every task's episodes held out for validation (the last ones,
-            at least one); 0 validates on training episodes.
+        val_fraction: fraction of every task's episodes held out for validation (at least one), spread
+            evenly over the episode order so that every part of a mixture recipe is represented
+            (``split_episodes``); 0 validates on training episodes.
         val_batches: number of fixed validation batches (0: no validation loader, no held-out episodes).
         val_batch_size: transitions per task per validation batch (default: ``batch_size``).
         shuffle_buffer: streaming shuffle buffer, in transitions per task.
@@ -252,6 +254,12 @@ class OfflineDataModule(pl.LightningDataModule):
         return self.manifest.env.to_json_dict()
 
     @property
+    def holds_out_episodes(self) -> bool:
+        """Whether validation batches come from episodes training never draws (``val_batches`` >= 1 and
+        ``val_fraction`` > 0); otherwise they are drawn from training episodes, or there are none."""
+        return any(len(val_range) for _, val_range in self._splits.values())
+
+    @property
     def obs_shape(self) -> tuple[int, int, int]:
         """Shape of one image in a batch: (3, H, W)."""
         return (3, self.image_size, self.image_size)
@@ -269,14 +277,14 @@ class OfflineDataModule(pl.LightningDataModule):
         self._is_set_up = True
         s = self.settings
         device = self._device()
-        held_out = any(len(val_range) for _, val_range in self._splits.values())
+        held_out = self.holds_out_episodes
         if s.loader == "memory":
             train_eps, val_eps = [], []
             for name in self._task_names:
-                train_range, val_range = self._splits[name]
+                held = frozenset(self._splits[name][1])
                 episodes = load_task_episodes(s.root, self.manifest, name, check_hash=s.verify)
-                train_eps.append([e for e in episodes if e.meta.episode in train_range])
-                val_eps.append([e for e in episodes if e.meta.episode in val_range] if len(val_range) else [])
+                train_eps.append([e for e in episodes if e.meta.episode not in held])
+                val_eps.append([e for e in episodes if e.meta.episode in held])
             self.train_replay = replay_from_episodes(train_eps, self._task_names, self.manifest.reward_tasks).to(device)
             self.val_replay = (
                 replay_from_episodes(val_eps, self._task_names, self.manifest.reward_tasks).to(device)
@@ -286,7 +294,7 @@ class OfflineDataModule(pl.LightningDataModule):
         elif s.val_batches > 0:
             per_task = []
             for name in self._task_names:
-                train_range, val_range = self._splits[name]
+                val_range = self._splits[name][1]
                 # Without held-out episodes, validate on the first shard's worth of training episodes.
                 wanted = val_range if len(val_range) else range(self.manifest.task(name).shards[0].samples)
                 per_task.append(load_task_episodes(s.root, self.manifest, name, wanted, check_hash=s.verify))

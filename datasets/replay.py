@@ -173,38 +173,48 @@ def replay_from_episodes(
 
 
 def load_task_episodes(
-    root: str, manifest: Manifest, task: str, episodes: range | None = None, check_hash: bool = True
+    root: str, manifest: Manifest, task: str, episodes: Sequence[int] | None = None, check_hash: bool = True
 ) -> list[Episode]:
     """Decode the episodes of ``task`` (all, or the indices in ``episodes``), verifying each shard read."""
     entry = manifest.task(task)
+    wanted = None if episodes is None else frozenset(episodes)
     out = []
     for shard in entry.shards:
-        last = shard.first_episode + shard.samples
-        if episodes is not None and (last <= episodes.start or shard.first_episode >= episodes.stop):
+        in_shard = range(shard.first_episode, shard.first_episode + shard.samples)
+        if wanted is not None and not any(index in wanted for index in in_shard):
             continue  # no wanted episode in this shard: not even read
         for episode in load_shard(root, manifest, entry, shard, check_hash=check_hash):
-            if episodes is None or episode.meta.episode in episodes:
+            if wanted is None or episode.meta.episode in wanted:
                 out.append(episode)
     return out
 
 
-def split_episodes(num_episodes: int, val_fraction: float) -> tuple[range, range]:
-    """(train, val) episode index ranges of one task: the last ``val_fraction`` (at least one) is held out."""
+def split_episodes(num_episodes: int, val_fraction: float) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(train, val) episode indices of one task, each in increasing order.
+
+    ``round(val_fraction * num_episodes)`` episodes (at least one) are held out, spread evenly over the
+    episode order: the k-th of V held-out episodes is ``floor((k + 1/2) * num_episodes / V)``, the middle
+    of the k-th of V equal stretches. Recipes lay a task's episodes out in order (a mixture's components
+    one after the other, near-random first), so every stretch of at least ``num_episodes / V`` episodes,
+    every such component, has one held out: the held-out set looks like the training set. 0 holds none out.
+    """
     if val_fraction <= 0:
-        return range(num_episodes), range(0)
+        return tuple(range(num_episodes)), ()
     n_val = max(1, round(val_fraction * num_episodes))
     if n_val >= num_episodes:
         raise ValueError(
             f"val_fraction={val_fraction}: would hold out {n_val} of a task's {num_episodes} episodes; "
             "lower it (or 0 to validate on training data)"
         )
-    return range(num_episodes - n_val), range(num_episodes - n_val, num_episodes)
+    val = tuple((2 * k + 1) * num_episodes // (2 * n_val) for k in range(n_val))  # distinct: spacing >= 1
+    held_out = frozenset(val)
+    return tuple(i for i in range(num_episodes) if i not in held_out), val
 
 
 def load_replay(
     root: str,
     tasks: Sequence[str] | None = None,
-    episodes: dict[str, range] | None = None,
+    episodes: dict[str, Sequence[int]] | None = None,
     manifest: Manifest | None = None,
     check_hash: bool = True,
 ) -> MultiTaskReplay:

@@ -62,8 +62,8 @@ class _ReadShards:
 class _KeepEpisodes:
     """Pipeline stage predicate: keep the raw samples whose episode index is in ``wanted`` (None: all)."""
 
-    def __init__(self, wanted: range | None) -> None:
-        self.wanted = wanted
+    def __init__(self, wanted: Sequence[int] | None) -> None:
+        self.wanted = None if wanted is None else frozenset(wanted)
 
     def __call__(self, sample: dict) -> bool:
         return self.wanted is None or episode_from_key(sample.get("__key__", "")) in self.wanted
@@ -157,7 +157,7 @@ class StreamingMultiTaskDataset(torch.utils.data.IterableDataset):
         batch_size: int,
         steps: int,
         tasks: Sequence[str] | None = None,
-        train_episodes: dict[str, range] | None = None,
+        train_episodes: dict[str, Sequence[int]] | None = None,
         shuffle_buffer: int = 2000,
         resampled: bool = True,
         seed: int = 0,

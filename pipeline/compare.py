@@ -42,7 +42,7 @@ from robocds.eval.report import AVERAGE, markdown, report
 from robocds.files import write_text_atomic
 from robocds.train.layout import RunLayout, last_logged
 
-METHODS = ("no_sharing", "sharing_all", "cds", "cds_percentile", "uds", "share_successes")
+METHODS = ("no_sharing", "sharing_all", "cds", "cds_percentile", "uds", "share_successes", "cds_heldout")
 PAPER_METHODS = METHODS[:4]  # the cpu and gpu scales' methods (their results are in docs/RESULTS.md)
 
 

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.trainer.states import TrainerFn
 
-from robocds.config import SharingConfig, SharingMode, ThresholdRule
+from robocds.config import SharingConfig, SharingMode, ThresholdRule, ThresholdSource
+from robocds.cql import data_action_values
+from robocds.datasets.schema import BATCH_ACTION
+from robocds.errors import ConfigError
 from robocds.heatmap import sharing_heatmap
-from robocds.sharing import SharingRouter
+from robocds.sharing import SharingRouter, own_task_values
 
 # The scalars this callback logs (readers such as robocds-compare look them up with these, never by pattern).
 SHARING_PREFIX = "sharing/"
@@ -45,8 +50,16 @@ class DataSharing(Callback):
     logged at Lightning's logging step of the batch (``global_step - 1`` after it, the step ``train/loss``
     of the same batch is logged at), so a resumed run's rows start where the checkpoint's step begins.
 
-    State (running thresholds, number of routed batches, the matrix summed since the last log) is saved in
-    checkpoints and restored on resume.
+    With ``threshold_from="heldout"`` (cds), threshold_i is the rule (mean or percentile) over Q_i of the data
+    actions on task i's *held-out* episodes: the data module's fixed validation batches, scored by the network
+    being trained in eval mode, without augmentation or gradient (min over heads, as for routing). It is
+    estimated at the start of training (unless a resumed checkpoint holds one), after every validation and,
+    with ``heldout_every_n_steps`` > 0, every that many optimizer steps; batches are routed with the latest
+    estimate. Cost per estimate: one forward pass over the validation batches (``val_batches`` x T x
+    ``val_batch_size`` frames). It needs validation batches drawn from held-out episodes.
+
+    State (running thresholds, the held-out estimate, number of routed batches, the matrix summed since the
+    last log) is saved in checkpoints and restored on resume.
 
     Args:
         mode: "none", "all", "cds", "uds" or "share_successes" (see ``robocds.config.SharingConfig``).
@@ -54,6 +67,9 @@ class DataSharing(Callback):
         percentile: cds with threshold="percentile": which percentile (0-100).
         temperature: cds: None for the hard 0/1 weight, > 0 for sigmoid((Q - threshold) / temperature).
         ema: cds: 0 for the per-batch threshold, in (0, 1) for a running estimate.
+        threshold_from: cds: "batch" (task i's rows of the training batch) or "heldout" (its held-out episodes).
+        heldout_every_n_steps: cds with threshold_from="heldout": also re-estimate every this many optimizer
+            steps (0: only at the start of training and after every validation).
         log_every_n_steps: how often the matrix and thresholds are logged as scalars (0: never).
         image_every_n_steps: how often the heatmap is logged (0: never).
     """
@@ -65,13 +81,23 @@ class DataSharing(Callback):
         percentile: float = 50.0,
         temperature: float | None = None,
         ema: float = 0.0,
+        threshold_from: ThresholdSource = "batch",
+        heldout_every_n_steps: int = 0,
         log_every_n_steps: int = 50,
         image_every_n_steps: int = 1000,
     ) -> None:
         super().__init__()
         self.config = SharingConfig(
-            mode=mode, threshold=threshold, percentile=percentile, temperature=temperature, ema=ema
+            mode=mode,
+            threshold=threshold,
+            percentile=percentile,
+            temperature=temperature,
+            ema=ema,
+            threshold_from=threshold_from,
         )
+        if heldout_every_n_steps < 0:
+            raise ValueError(f"heldout_every_n_steps={heldout_every_n_steps}: must be >= 0")
+        self.heldout_every_n_steps = heldout_every_n_steps
         if log_every_n_steps < 0:
             raise ValueError(f"log_every_n_steps={log_every_n_steps}: must be >= 0")
         if image_every_n_steps < 0:
@@ -80,12 +106,61 @@ class DataSharing(Callback):
         self.image_every_n_steps = image_every_n_steps
         self.router = SharingRouter(self.config)
 
+    @property
+    def heldout(self) -> bool:
+        """Whether thresholds come from held-out episodes (cds with ``threshold_from="heldout"``)."""
+        return self.config.mode == "cds" and self.config.threshold_from == "heldout"
+
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         pl_module.router = self.router
+        datamodule = getattr(trainer, "datamodule", None)
+        if self.heldout and stage == TrainerFn.FITTING and not getattr(datamodule, "holds_out_episodes", True):
+            settings = getattr(datamodule, "settings", None)
+            given = f" (val_batches={settings.val_batches}, val_fraction={settings.val_fraction})" if settings else ""
+            raise ConfigError(
+                f"sharing.threshold_from='heldout' needs validation batches from held-out episodes{given}: set "
+                "data.val_batches >= 1 and data.val_fraction > 0"
+            )
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.heldout and self.router.heldout_threshold is None:  # a resumed run keeps its checkpoint's estimate
+            self.estimate_heldout_thresholds(trainer, pl_module)
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # Before the checkpoint callbacks (Lightning runs them last), so a checkpoint holds the new estimate.
+        if self.heldout and trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking:
+            self.estimate_heldout_thresholds(trainer, pl_module)
+
+    def estimate_heldout_thresholds(self, trainer: Trainer, pl_module: LightningModule) -> torch.Tensor:
+        """Re-estimate the held-out thresholds [T] from the validation batches (see the class docstring)."""
+        batches = _validation_batches(trainer)
+        values = []
+        was_training = pl_module.training
+        pl_module.eval()
+        # The validation loader's iterator draws its base seed from the global RNG: leave that stream untouched.
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            for batch in batches:
+                batch = {key: value.to(pl_module.device) for key, value in batch.items()}
+                q = data_action_values(pl_module.batch_q_values(batch), batch[BATCH_ACTION])  # [T, B, T]
+                values.append(own_task_values(q))  # [T, B]: Q_i on task i's held-out rows
+        pl_module.train(was_training)
+        if not values:
+            raise ConfigError(
+                "sharing.threshold_from='heldout' needs validation batches: the data module yields none "
+                "(data.val_batches=0?); set data.val_batches >= 1"
+            )
+        return self.router.set_heldout_thresholds(torch.cat(values, dim=1))
 
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
+        self._log_due(trainer, pl_module)
+        step = trainer.global_step
+        # After this batch's log (its thresholds are the ones it was routed with); the next batch uses the new ones.
+        if self.heldout and self.heldout_every_n_steps > 0 and step % self.heldout_every_n_steps == 0:
+            self.estimate_heldout_thresholds(trainer, pl_module)
+
+    def _log_due(self, trainer: Trainer, pl_module: LightningModule) -> None:
         step = trainer.global_step
         scalars_due = self.log_every_n_steps > 0 and step % self.log_every_n_steps == 0
         image_due = self.image_every_n_steps > 0 and step % self.image_every_n_steps == 0
@@ -125,3 +200,15 @@ class DataSharing(Callback):
                 stacklevel=2,
             )
         self.router.load_state_dict(state_dict)
+
+
+def _validation_batches(trainer: Trainer) -> Iterable[Mapping[str, torch.Tensor]]:
+    """The validation batches of the fit: a fresh pass over the data module's loader (its batches are fixed),
+    else the loader(s) given to ``fit``."""
+    datamodule = getattr(trainer, "datamodule", None)
+    loaders = datamodule.val_dataloader() if datamodule is not None else trainer.val_dataloaders
+    if loaders is None:
+        return []
+    if isinstance(loaders, list | tuple):
+        return [batch for loader in loaders for batch in loader]
+    return loaders

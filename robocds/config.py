@@ -16,6 +16,7 @@ _C = TypeVar("_C")
 SharingMode = Literal["none", "all", "cds", "uds", "share_successes"]
 SHARING_MODES: tuple[str, ...] = get_args(SharingMode)
 ThresholdRule = Literal["mean", "percentile"]
+ThresholdSource = Literal["batch", "heldout"]
 TargetRule = Literal["min", "double"]
 TDLoss = Literal["huber", "mse"]
 Pooling = Literal["flatten", "spatial_softmax"]
@@ -130,7 +131,8 @@ class SharingConfig:
     - ``none``: task i learns from its own data only.
     - ``all``: every transition of every task, relabeled with task i's reward, weight 1.
     - ``cds``: weight 1[Q_i(s, a) >= threshold_i] (or the soft sigmoid weight), threshold_i from Q_i on task
-      i's own transitions.
+      i's own transitions: those of the training batch (``threshold_from="batch"``, the paper's rule) or of
+      its held-out episodes (``"heldout"``, estimated by the ``DataSharing`` callback).
     - ``uds``: every transition with weight 1, but shared rewards (and terminals) relabeled to 0.
     - ``share_successes``: task j's transition with weight 1 when its episode's return for task i is > 0 (the
       episode holds a success of task i), else 0; shared rewards are task i's, as in ``all``.
@@ -141,6 +143,11 @@ class SharingConfig:
     percentile: float = 50.0  # cds with threshold="percentile": which percentile (0-100)
     temperature: float | None = None  # cds: None = hard 0/1 weight; > 0 = sigmoid((Q - threshold) / temperature)
     ema: float = 0.0  # cds: 0 = per-batch threshold; in (0, 1) = running estimate t <- ema * t + (1 - ema) * batch
+    # cds: whose own transitions threshold_i is taken over: "batch" = task i's rows of the training batch (the
+    # paper); "heldout" = task i's held-out (validation) episodes, re-estimated at the start of training and
+    # after every validation (the DataSharing callback), so a task whose few episodes the Q-function memorises
+    # is not compared with its inflated training-data values
+    threshold_from: ThresholdSource = "batch"
 
     def __post_init__(self) -> None:
         if self.mode not in SHARING_MODES:
@@ -153,3 +160,11 @@ class SharingConfig:
             raise ValueError(f"temperature={self.temperature}: must be > 0 (or None for the hard 0/1 weight)")
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"ema={self.ema}: must be in [0, 1)")
+        if self.threshold_from not in ("batch", "heldout"):
+            raise ValueError(f"threshold_from={self.threshold_from!r}: must be 'batch' or 'heldout'")
+        if self.threshold_from == "heldout" and self.mode != "cds":
+            raise ValueError(f"threshold_from='heldout' with mode={self.mode!r}: it is a cds threshold; use mode 'cds'")
+        if self.threshold_from == "heldout" and self.ema > 0.0:
+            raise ValueError(
+                f"ema={self.ema} with threshold_from='heldout': ema smooths per-batch thresholds; set it to 0"
+            )

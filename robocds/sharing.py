@@ -71,6 +71,15 @@ def global_thresholds(own_q: Tensor, rule: str = "mean", percentile: float = 50.
     return batch_thresholds(torch.cat(gathered, dim=1), rule, percentile)
 
 
+def broadcast_from_rank_zero(values: Tensor) -> Tensor:
+    """``values`` as rank 0 holds them, on every rank (DDP); unchanged without a process group."""
+    if _world_size() == 1:
+        return values
+    values = values.contiguous().clone()
+    dist.broadcast(values, src=0)
+    return values
+
+
 def cds_weights(q_data: Tensor, thresholds: Tensor, temperature: float | None = None) -> Tensor:
     """CDS weights w(s, a; j -> i).
 
@@ -153,14 +162,17 @@ class Routing:
 class SharingRouter:
     """Computes the routing weights of every batch and keeps the routing state.
 
-    State: the running threshold estimate (cds with ``ema`` > 0), the number of routed batches, and
-    the sharing matrix summed since it was last read. Everything is synchronised over DDP ranks where
-    it matters (thresholds at every batch, the matrix when read), so every rank routes identically.
+    State: the running threshold estimate (cds with ``ema`` > 0), the latest held-out threshold estimate
+    (cds with ``threshold_from="heldout"``, set by ``set_heldout_thresholds``), the number of routed
+    batches, and the sharing matrix summed since it was last read. Everything is synchronised over DDP
+    ranks where it matters (thresholds at every batch or estimate, the matrix when read), so every rank
+    routes identically.
     """
 
     def __init__(self, config: SharingConfig) -> None:
         self.config = config
         self.running_threshold: Tensor | None = None
+        self.heldout_threshold: Tensor | None = None  # [T], cds with threshold_from="heldout"
         self.last_thresholds: Tensor | None = None
         self.num_updates = 0
         self._matrix_sum: Tensor | None = None
@@ -179,7 +191,15 @@ class SharingRouter:
         cfg = self.config
         thresholds = None
         if cfg.mode == "cds":
-            thresholds = self.update_thresholds(own_task_values(q_data))
+            if cfg.threshold_from == "heldout":
+                if self.heldout_threshold is None:
+                    raise RuntimeError(
+                        "cds with threshold_from='heldout' has no held-out threshold yet: the DataSharing callback "
+                        "estimates it at the start of training (set_heldout_thresholds)"
+                    )
+                thresholds = self.heldout_threshold.to(q_data.device)
+            else:
+                thresholds = self.update_thresholds(own_task_values(q_data))
             weights = cds_weights(q_data, thresholds, cfg.temperature)
         elif cfg.mode == "share_successes":
             if batch is None or BATCH_EPISODE_SUCCESSES not in batch:
@@ -213,6 +233,18 @@ class SharingRouter:
         self.last_thresholds = batch
         return batch
 
+    def set_heldout_thresholds(self, own_q: Tensor) -> Tensor:
+        """Held-out threshold estimate from own_q [T, N], Q_i over N transitions of task i's held-out episodes.
+
+        The config's rule (mean or percentile) over each row gives thresholds [T], used for every batch routed
+        until the next estimate. Under DDP every rank draws the same held-out batches; rank 0's estimate is
+        broadcast all the same, so every rank routes with identical thresholds. Returns the thresholds.
+        """
+        thresholds = batch_thresholds(own_q.detach().float(), self.config.threshold, self.config.percentile)
+        self.heldout_threshold = broadcast_from_rank_zero(thresholds)
+        self.last_thresholds = self.heldout_threshold
+        return self.heldout_threshold
+
     def pop_matrix(self) -> Tensor | None:
         """Mean sharing matrix [T_tgt, T_src] since the last call (averaged over ranks), then reset; None if empty.
 
@@ -242,6 +274,7 @@ class SharingRouter:
             "mode": self.config.mode,
             "num_updates": self.num_updates,
             "running_threshold": cpu(self.running_threshold),
+            "heldout_threshold": cpu(self.heldout_threshold),
             "matrix_sum": cpu(self._matrix_sum),
             "matrix_count": self._matrix_count,
         }
@@ -250,6 +283,9 @@ class SharingRouter:
         self.num_updates = int(state["num_updates"])
         running = state.get("running_threshold")
         self.running_threshold = None if running is None else running.clone()
+        heldout = state.get("heldout_threshold")  # absent from checkpoints written before cds_heldout existed
+        self.heldout_threshold = None if heldout is None else heldout.clone()
+        self.last_thresholds = self.heldout_threshold
         matrix = state.get("matrix_sum")  # absent from checkpoints written before it was saved
         self._matrix_sum = None if matrix is None else matrix.clone()
         self._matrix_count = int(state.get("matrix_count", 0)) if matrix is not None else 0

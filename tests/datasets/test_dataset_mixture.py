@@ -12,7 +12,7 @@ from robocds.datasets.generate import generate
 from robocds.datasets.inspection import component_lines
 from robocds.datasets.manifest import read_manifest, verify_dataset
 from robocds.datasets.recipe import NoiseComponent, TaskRecipe, load_recipe, recipe_from_dict
-from robocds.datasets.replay import load_task_episodes
+from robocds.datasets.replay import load_task_episodes, split_episodes
 
 MIXTURE = {
     "name": "mixture",
@@ -91,3 +91,34 @@ def test_task_recipe_checks_component_types():
     with pytest.raises(ValueError, match="NoiseComponent"):
         TaskRecipe("lift-cube", 2, components=({"episodes": 2},))
     assert TaskRecipe("lift-cube", 2, components=(NoiseComponent(2, 0.5),)).noise_of(1).random_action_prob == 0.5
+
+
+def test_held_out_episodes_are_spread_over_every_component():
+    """Components lay episodes out near-random first: holding out the last ones would hold out only the best
+    component (and train without it). The split takes one episode from the middle of every equal stretch."""
+    replay_like = recipe_from_dict(
+        {
+            "name": "replay-like",
+            "tasks": {
+                "lift-cube": {
+                    "components": [
+                        {"episodes": 10, "random_action_prob": 0.8, "position_std": 0.03},
+                        {"episodes": 8, "random_action_prob": 0.4},
+                        {"episodes": 4, "random_action_prob": 0.1},
+                    ]
+                }
+            },
+        }
+    ).task("lift-cube")
+    train, val = split_episodes(replay_like.episodes, 0.15)  # round(3.3) = 3 of 22 held out
+    assert val == (3, 11, 18)
+    assert {replay_like.component_of(i) for i in val} == {0, 1, 2}
+    assert sorted(train + val) == list(range(22)) and not set(train) & set(val)
+    # Any component of at least episodes / held-out episodes (here 22 / 3) has one; smaller ones may not.
+    for n, fraction in [(20, 0.1), (25, 0.1), (150, 0.1), (7, 0.5), (3, 0.34)]:
+        train, val = split_episodes(n, fraction)
+        stretch = -(-n // len(val))  # ceil(n / V)
+        assert all(any(a <= i < a + stretch for i in val) for a in range(n - stretch + 1)), (n, fraction, val)
+        assert len(val) == max(1, round(fraction * n)) and len(set(val)) == len(val)
+    assert split_episodes(5, 0.1) == ((0, 1, 3, 4), (2,))  # at least one, from the middle
+    assert split_episodes(4, 0.0) == ((0, 1, 2, 3), ())

@@ -87,13 +87,13 @@ def test_the_sharing_matrix_is_read_by_the_callback_keys_and_averaged_over_seeds
 def test_every_method_and_scale_config_is_a_packaged_training_config():
     import yaml
 
-    from robocds.config import SharingConfig
+    from robocds.callbacks import DataSharing
     from robocds.pipeline.compare import METHODS
     from robocds.train.cli import CONFIG_DIR
 
     for method in METHODS:
         config = yaml.safe_load((CONFIG_DIR / f"{method}.yaml").read_text())
-        SharingConfig(**config["sharing"])  # a valid sharing rule
+        DataSharing(**config["sharing"])  # a valid sharing section (the CLI's `sharing` is DataSharing's arguments)
     assert yaml.safe_load((CONFIG_DIR / "uds.yaml").read_text())["sharing"] == {"mode": "uds"}
     for scale in SCALES.values():
         assert set(scale.methods) <= set(METHODS)

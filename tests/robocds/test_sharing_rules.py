@@ -98,6 +98,47 @@ def test_running_threshold_ema() -> None:
     assert fresh.num_updates == 2 and fresh.running_threshold.tolist() == [3.0, 8.0]
 
 
+def test_heldout_thresholds_route_every_batch_until_the_next_estimate() -> None:
+    router = SharingRouter(SharingConfig(mode="cds", threshold_from="heldout"))
+    with pytest.raises(RuntimeError, match="no held-out threshold yet"):
+        router(Q_DATA)
+    # Held-out Q_i over task i's own held-out transitions [T=2, N=3]: means 1 and 5.
+    held_out = torch.tensor([[0.0, 1.0, 2.0], [3.0, 5.0, 7.0]])
+    assert router.set_heldout_thresholds(held_out).tolist() == [1.0, 5.0]
+    routing = router(Q_DATA)  # the batch's own means (2 and 7) play no part
+    assert routing.thresholds.tolist() == [1.0, 5.0]
+    assert routing.weights[1, :, 0].tolist() == [1.0, 1.0, 1.0, 1.0]  # Q_0 = 1, 2, 3, 4 >= 1
+    assert routing.weights[0, :, 1].tolist() == [1.0] * 4  # Q_1 = 9 >= 5
+    lower = router(Q_DATA - 4.0)  # the same estimate routes the next batch: Q_0 = -3..0 < 1, Q_1 = 5 >= 5
+    assert lower.weights[1, :, 0].tolist() == [0.0] * 4 and lower.weights[0, :, 1].tolist() == [1.0] * 4
+    assert lower.weights[0, :, 0].tolist() == [1.0] * 4  # own data stays 1
+    assert router.running_threshold is None  # the batch rule's state is untouched
+
+    state = router.state_dict()
+    fresh = SharingRouter(SharingConfig(mode="cds", threshold_from="heldout"))
+    fresh.load_state_dict(state)
+    assert fresh.heldout_threshold.tolist() == [1.0, 5.0] and fresh.last_thresholds.tolist() == [1.0, 5.0]
+    torch.testing.assert_close(fresh(Q_DATA).weights, router(Q_DATA).weights)
+
+    percentile = SharingRouter(
+        SharingConfig(mode="cds", threshold="percentile", percentile=75.0, threshold_from="heldout")
+    )
+    assert percentile.set_heldout_thresholds(held_out).tolist() == [1.5, 6.0]
+
+
+@pytest.mark.parametrize(
+    "kwargs,words",
+    [
+        ({"mode": "all", "threshold_from": "heldout"}, "threshold_from='heldout' with mode='all'"),
+        ({"mode": "cds", "threshold_from": "heldout", "ema": 0.5}, "ema=0.5 with threshold_from='heldout'"),
+        ({"mode": "cds", "threshold_from": "validation"}, "threshold_from='validation'"),
+    ],
+)
+def test_heldout_threshold_settings_are_checked(kwargs: dict, words: str) -> None:
+    with pytest.raises(ValueError, match=words):
+        SharingConfig(**kwargs)
+
+
 @pytest.mark.parametrize("field,value", [("mode", "some"), ("percentile", 101.0), ("temperature", 0.0), ("ema", 1.0)])
 def test_sharing_config_errors_name_the_field(field: str, value: object) -> None:
     with pytest.raises(ValueError, match=f"{field}="):
@@ -139,10 +180,13 @@ MODES = [
     SharingConfig(mode="cds", threshold="percentile", percentile=25.0),
     SharingConfig(mode="cds", temperature=0.3),
     SharingConfig(mode="cds", ema=0.9),
+    SharingConfig(mode="cds", threshold_from="heldout"),
 ]
 
 
-@pytest.mark.parametrize("config", MODES, ids=lambda c: f"{c.mode}-{c.threshold}-{c.temperature}-{c.ema}")
+@pytest.mark.parametrize(
+    "config", MODES, ids=lambda c: f"{c.mode}-{c.threshold}-{c.temperature}-{c.ema}-{c.threshold_from}"
+)
 def test_every_mode_routes_sanely(config: SharingConfig) -> None:
     torch.manual_seed(0)
     t, b, a = 3, 6, 4
@@ -150,6 +194,8 @@ def test_every_mode_routes_sanely(config: SharingConfig) -> None:
     actions = torch.randint(0, a, (t, b))
     episode_successes = (torch.rand(t, b, t) > 0.5).float()
     router = SharingRouter(config)
+    if config.threshold_from == "heldout":
+        router.set_heldout_thresholds(torch.randn(t, 10))
     q_data = data_action_values(q.detach(), actions).min(dim=0).values
     routing = router(q_data, {"episode_successes": episode_successes})
     w = routing.weights

@@ -67,6 +67,7 @@ def read_metrics(run_dir: Path) -> list[dict[str, str]]:
         (["--config", "cds_percentile"], "cds_percentile"),
         (["--sharing.mode=uds"], "uds"),
         (["--config", "share_successes"], "share_successes"),
+        (["--config", "cds_heldout"], "cds_heldout"),
     ],
 )
 def test_fit_in_every_mode(base_config: str, tmp_path: Path, method: list[str], run_name: str) -> None:
@@ -192,6 +193,23 @@ def test_share_successes_fit_on_a_generated_tiny_dataset_routes_by_episode_retur
         assert float(row["sharing/lift-cube/lift-cylinder"]) == 0.0
         assert all(float(row[f"sharing/place-cube-blue/{source}"]) == 0.0 for source in ("lift-cube", "lift-cylinder"))
         assert float(row["sharing/lift-cylinder/lift-cube"]) == 0.0
+
+
+def test_cds_heldout_fit_on_a_generated_tiny_dataset_routes_with_the_held_out_estimate(tiny_root, tmp_path: Path):
+    """base + cds_heldout + smoke as shipped, on the real data module: the thresholds logged at every step are
+    the estimate made from the held-out episodes at the start of training (the next one is 100 steps away)."""
+    args = ["fit", "--config", "base", "--config", "cds_heldout", "--config", "smoke", f"--data.root={tiny_root}"]
+    steps = ["--trainer.max_steps=3", "--data.steps_per_epoch=3", "--trainer.enable_progress_bar=false",
+             "--sharing.log_every_n_steps=1"]  # fmt: skip
+    cli = RoboCDSCLI(args=resolve_config_args([*args, *steps, f"--runs_dir={tmp_path}"]))
+    assert cli.datamodule.holds_out_episodes and cli.trainer.global_step == 3
+    rows = [
+        row for row in read_metrics(tmp_path / "cds_heldout" / "version_0") if row.get("sharing/threshold/lift-cube")
+    ]
+    assert len(rows) == 3
+    assert len({tuple(row[f"sharing/threshold/{task}"] for task in cli.model.task_names) for row in rows}) == 1
+    saved = torch.load(tmp_path / "cds_heldout" / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert saved["callbacks"]["DataSharing"]["heldout_threshold"].shape == (3,)  # re-estimated after validation
 
 
 def test_last_checkpoint_holds_the_final_weights_when_the_monitored_metric_stops_improving(

@@ -167,16 +167,25 @@ def assert_same(a: Any, b: Any, where: str, paths: tuple[str, str]) -> None:
         assert a == b, f"{where}: {a!r} vs {b!r}"
 
 
-def test_sigkilled_fit_resumes_bit_for_bit(tiny_root: Path, tmp_path: Path) -> None:
+# cds_heldout: held-out thresholds estimated at the start, every 2 steps and after each validation (step 3 and 6).
+HELDOUT = ("--sharing.threshold_from=heldout", "--sharing.ema=0", "--sharing.heldout_every_n_steps=2")
+
+
+# The held-out variant is opt-in (-m slow, about 100 s on 2 shared cores); the fast suite keeps the state test
+# of tests/train/test_heldout_thresholds.py.
+@pytest.mark.parametrize("sharing", [(), pytest.param(HELDOUT, marks=pytest.mark.slow)], ids=["cds-ema", "cds-heldout"])
+def test_sigkilled_fit_resumes_bit_for_bit(tiny_root: Path, tmp_path: Path, sharing: tuple[str, ...]) -> None:
     """Killed (SIGKILL) two steps after the epoch-end last.ckpt of step 3, resumed from it with --ckpt_path:
     the final weights, optimizer, routing and loop state, best.ckpt and metrics.csv equal the uninterrupted run's."""
     full, killed = RunLayout(tmp_path / "full", "cds"), RunLayout(tmp_path / "killed", "cds")
-    reference = Fit(fit_command(tiny_root, full.runs_dir), tmp_path / "full.log")  # runs alongside
+    reference = Fit(fit_command(tiny_root, full.runs_dir, *sharing), tmp_path / "full.log")  # runs alongside
     kill = ["--trainer.callbacks+=faults.KillAtStep", "--trainer.callbacks.step=5"]
-    assert Fit(fit_command(tiny_root, killed.runs_dir, *kill), tmp_path / "killed.log").wait() == -signal.SIGKILL
+    assert (
+        Fit(fit_command(tiny_root, killed.runs_dir, *sharing, *kill), tmp_path / "killed.log").wait() == -signal.SIGKILL
+    )
     assert checkpoint_step(killed.last_checkpoint) == 3  # the kill came between two saves
     resume = f"--ckpt_path={killed.last_checkpoint}"
-    assert Fit(fit_command(tiny_root, killed.runs_dir, resume), tmp_path / "resumed.log").wait() == 0
+    assert Fit(fit_command(tiny_root, killed.runs_dir, *sharing, resume), tmp_path / "resumed.log").wait() == 0
     reference.wait()
 
     assert not (killed.folder.parent / "version_1").exists()  # resumed in place, in the run's own folder
