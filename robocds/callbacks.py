@@ -133,23 +133,13 @@ class DataSharing(Callback):
 
     def estimate_heldout_thresholds(self, trainer: Trainer, pl_module: LightningModule) -> torch.Tensor:
         """Re-estimate the held-out thresholds [T] from the validation batches (see the class docstring)."""
-        batches = _validation_batches(trainer)
-        values = []
-        was_training = pl_module.training
-        pl_module.eval()
-        # The validation loader's iterator draws its base seed from the global RNG: leave that stream untouched.
-        with torch.random.fork_rng(devices=[]), torch.no_grad():
-            for batch in batches:
-                batch = {key: value.to(pl_module.device) for key, value in batch.items()}
-                q = data_action_values(pl_module.batch_q_values(batch), batch[BATCH_ACTION])  # [T, B, T]
-                values.append(own_task_values(q))  # [T, B]: Q_i on task i's held-out rows
-        pl_module.train(was_training)
-        if not values:
+        own_q = own_data_values(pl_module, _validation_batches(trainer))
+        if own_q is None:
             raise ConfigError(
                 "sharing.threshold_from='heldout' needs validation batches: the data module yields none "
                 "(data.val_batches=0?); set data.val_batches >= 1"
             )
-        return self.router.set_heldout_thresholds(torch.cat(values, dim=1))
+        return self.router.set_heldout_thresholds(own_q)
 
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -200,6 +190,25 @@ class DataSharing(Callback):
                 stacklevel=2,
             )
         self.router.load_state_dict(state_dict)
+
+
+def own_data_values(pl_module: LightningModule, batches: Iterable[Mapping[str, torch.Tensor]]) -> torch.Tensor | None:
+    """Q_i of the data actions on task i's own rows of every batch, [T, N] (N = batches x B); None if no batch.
+
+    Scored by ``pl_module`` (a ``MultiTaskCQL``) in eval mode, without augmentation or gradient, min over heads
+    (``batch_q_values``); its training mode is restored after. The global RNG is left as it was (a DataLoader's
+    iterator draws its base seed from it, which would shift every later draw of the run).
+    """
+    values = []
+    was_training = pl_module.training
+    pl_module.eval()
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        for batch in batches:
+            batch = {key: value.to(pl_module.device) for key, value in batch.items()}
+            q = data_action_values(pl_module.batch_q_values(batch), batch[BATCH_ACTION])  # [T, B, T]
+            values.append(own_task_values(q))  # [T, B]: Q_i on task i's rows
+    pl_module.train(was_training)
+    return torch.cat(values, dim=1) if values else None
 
 
 def _validation_batches(trainer: Trainer) -> Iterable[Mapping[str, torch.Tensor]]:
