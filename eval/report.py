@@ -3,7 +3,10 @@
     robocds-report runs/*/seed*/eval --out reports/comparison
 
 Runs are grouped by the ``label`` in their ``summary.json`` (one label per method, one folder per
-seed). Writes ``report.md``, ``report.json`` and a grouped bar chart ``success.png``.
+seed). Writes ``report.md``, ``report.json`` and a grouped bar chart ``success.png``, then the
+field's aggregate statistics (``robocds.eval.aggregate_report``: IQM, mean and probability of
+improvement with stratified-bootstrap intervals, over all tasks and per task group of ``--recipe``)
+with their figures under ``aggregate/``.
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from robocds.errors import ConfigError, output_dir, run_cli  # noqa: E402
+from robocds.errors import ConfigError, int_at_least, output_dir, run_cli  # noqa: E402
+from robocds.eval.aggregate import DEFAULT_REPS  # noqa: E402
+from robocds.eval.aggregate_report import aggregate_markdown, aggregate_section  # noqa: E402
 from robocds.eval.evaluate import SUMMARY_FILE  # noqa: E402
 from robocds.eval.markdown import markdown_table  # noqa: E402
 from robocds.eval.stats import mean_interval, wilson_interval  # noqa: E402
@@ -103,10 +108,13 @@ def markdown(comparison: dict) -> str:
         name = f"**{task}**" if task == AVERAGE else task
         rows.append([name, *("-" if cell is None else _cell(cell) for cell in cells)])
     runs = ", ".join(f"{m}: {comparison['methods'][m][AVERAGE]['runs']} runs" for m in methods)
-    return (
+    text = (
         markdown_table(["task", *methods], rows)
         + f"\n\nMean success over runs (seeds) with a 95% t-interval; {runs}.\n"
     )
+    if "aggregate" in comparison:
+        text += "\n" + aggregate_markdown(comparison["aggregate"])
+    return text
 
 
 def _cell(cell: dict) -> str:
@@ -145,9 +153,20 @@ def bar_chart(comparison: dict, path: str | Path) -> Path:
     return Path(path)
 
 
-def report(folders: list[str | Path], out_dir: str | Path) -> dict:
-    comparison = compare(load_summaries(folders))
+def report(
+    folders: list[str | Path],
+    out_dir: str | Path,
+    groups: dict[str, tuple[str, ...]] | None = None,
+    methods: list[str] | None = None,
+    reps: int = DEFAULT_REPS,
+    seed: int = 0,
+) -> dict:
+    """Compare the evaluation ``folders``; the aggregate section covers ``methods`` (default: every label),
+    over all tasks and each of ``groups``, with ``reps`` bootstrap replicates drawn from ``seed``."""
+    summaries = load_summaries(folders)
+    comparison = compare(summaries)
     out = Path(out_dir)
+    comparison["aggregate"] = aggregate_section(summaries, out, groups, methods, reps=reps, seed=seed)
     write_text_atomic(out / "report.json", json.dumps(comparison, indent=2))
     write_text_atomic(out / "report.md", "# Success rates\n\n" + markdown(comparison))
     bar_chart(comparison, out / "success.png")
@@ -160,11 +179,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("folders", nargs="+", help="evaluation output folders (each with summary.json)")
     parser.add_argument("--out", required=True, help="output folder for report.md, report.json, success.png")
+    parser.add_argument("--methods", nargs="+", help="labels of the aggregate section, in order (default: all)")
+    parser.add_argument("--recipe", help="aggregate per task group of this recipe too (a packaged name or a file)")
+    parser.add_argument(
+        "--bootstrap-reps", type=int_at_least(1), default=DEFAULT_REPS, help="bootstrap replicates of every interval"
+    )
+    parser.add_argument("--bootstrap-seed", type=int_at_least(0), default=0, help="seed of the bootstrap")
     args = parser.parse_args(argv)
+    groups = None
+    if args.recipe:
+        from robocds.datasets.recipe import load_recipe
+
+        groups = load_recipe(args.recipe).groups
     output_dir(args.out)
-    comparison = report(args.folders, args.out)
+    comparison = report(args.folders, args.out, groups, args.methods, args.bootstrap_reps, args.bootstrap_seed)
     print(markdown(comparison))
-    print(f"outputs: {args.out}/report.md, {args.out}/report.json, {args.out}/success.png")
+    print(f"outputs: {args.out}/report.md, {args.out}/report.json, {args.out}/success.png, {args.out}/aggregate/")
     return 0
 
 

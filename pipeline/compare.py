@@ -34,6 +34,7 @@ from robocds.datasets.manifest import read_manifest
 from robocds.datasets.schema import MANIFEST_FILE, Manifest
 from robocds.envs.media import write_png
 from robocds.errors import USER_ERROR_STATUS, ConfigError, int_at_least, output_dir, report_error, run_cli
+from robocds.eval.aggregate import DEFAULT_REPS
 from robocds.eval.analysis import ANALYSIS_FILE, summarize
 from robocds.eval.analysis import markdown as analysis_markdown
 from robocds.eval.evaluate import SUMMARY_FILE
@@ -134,7 +135,9 @@ def _python(*args: str) -> list[str]:
     return [sys.executable, "-m", *args]
 
 
-def run_comparison(scale: Scale, out: Path, workers: int, extra_train_args: list[str]) -> dict:
+def run_comparison(
+    scale: Scale, out: Path, workers: int, extra_train_args: list[str], reps: int = DEFAULT_REPS, seed: int = 0
+) -> dict:
     layout = ExperimentLayout(out)
     out.mkdir(parents=True, exist_ok=True)
     data = layout.data
@@ -187,7 +190,7 @@ def run_comparison(scale: Scale, out: Path, workers: int, extra_train_args: list
     )  # fmt: skip
     stage.done += 1
     print(f"[{stage.done}/{stage.total}] report", flush=True)
-    return write_report(layout, eval_dirs + [random_dir], manifest, scale)
+    return write_report(layout, eval_dirs + [random_dir], manifest, scale, reps, seed)
 
 
 def read_dataset(data: Path) -> Manifest:
@@ -242,9 +245,22 @@ def logged_sharing_matrix(layout: ExperimentLayout, method: str, seeds: tuple[in
     return np.mean(matrices, axis=0) if matrices else None
 
 
-def write_report(layout: ExperimentLayout, eval_dirs: list[Path], manifest: Manifest, scale: Scale) -> dict:
+def write_report(
+    layout: ExperimentLayout,
+    eval_dirs: list[Path],
+    manifest: Manifest,
+    scale: Scale,
+    reps: int = DEFAULT_REPS,
+    seed: int = 0,
+) -> dict:
+    """The comparison's report: per-task table and bar chart, the rliable section over all tasks and each
+    task group of the scale's recipe (``reps`` bootstrap replicates from ``seed``), behaviour, sharing,
+    diagnostics."""
+    from robocds.datasets.recipe import load_recipe
+
     report_dir = layout.report
-    comparison = report([str(d) for d in eval_dirs], report_dir)
+    groups = load_recipe(scale.recipe).groups  # the recipe's current groups: they may be added after generation
+    comparison = report([str(d) for d in eval_dirs], report_dir, groups, list(scale.methods), reps, seed)
     behaviour = data_success_rates(manifest)
     lines = ["# Comparison", "", markdown(comparison)]
     if behaviour:
@@ -267,7 +283,10 @@ def write_report(layout: ExperimentLayout, eval_dirs: list[Path], manifest: Mani
     text = "\n".join(lines) + "\n"
     write_text_atomic(report_dir / "README.md", text)
     print(text)
-    print(f"outputs: {report_dir} (README.md, report.md, success.png, cds_sharing_matrix.png); runs: {layout.runs}")
+    print(
+        f"outputs: {report_dir} (README.md, report.md, success.png, aggregate/, cds_sharing_matrix.png); "
+        f"runs: {layout.runs}"
+    )
     return comparison
 
 
@@ -295,6 +314,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", nargs="+", choices=METHODS, help="override the scale's methods")
     parser.add_argument("--seeds", nargs="+", type=int_at_least(0), help="override the scale's seeds")
     parser.add_argument("--recipe", help="override the scale's dataset recipe (a packaged name or a recipe file)")
+    parser.add_argument(
+        "--bootstrap-reps", type=int_at_least(1), default=DEFAULT_REPS, help="bootstrap replicates of the report"
+    )
+    parser.add_argument("--bootstrap-seed", type=int_at_least(0), default=0, help="seed of the report's bootstrap")
     parser.add_argument("train_args", nargs="*", help="extra arguments for `robocds fit`, after --")
     args = parser.parse_args(argv)
     scale = with_overrides(SCALES[args.scale], recipe=args.recipe, methods=args.methods, seeds=args.seeds)
@@ -304,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     load_recipe(scale.recipe)  # a bad recipe fails now, not after the output folder is made
     start = time.perf_counter()
     try:
-        run_comparison(scale, out, args.workers, args.train_args)
+        run_comparison(scale, out, args.workers, args.train_args, args.bootstrap_reps, args.bootstrap_seed)
     except subprocess.CalledProcessError as err:  # the stage printed its own error (or traceback) above
         message = f"a stage failed (exit code {err.returncode}): {' '.join(err.cmd)}"
         if err.returncode == USER_ERROR_STATUS:

@@ -1,5 +1,7 @@
 """rliable aggregates on inputs whose answers are known by hand."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -90,8 +92,61 @@ def test_plots_are_written(tmp_path):
     probs = improvement_probabilities(scores, [("a", "b")], reps=100)
     profiles, bands = performance_profiles(scores, reps=100)
     for path in (
-        interval_plot(est, tmp_path / "intervals.png", title="all tasks"),
-        probability_plot(probs, tmp_path / "improvement.png"),
-        profile_plot(profiles, bands, tmp_path / "profiles.png"),
+        interval_plot({"all tasks": est, "first": est}, tmp_path / "intervals.png"),
+        probability_plot({"all tasks": probs}, tmp_path / "improvement.png"),
+        profile_plot({"all tasks": (profiles, bands), "first": (profiles, bands)}, tmp_path / "profiles.png"),
     ):
         assert path.is_file() and path.stat().st_size > 1000
+
+
+def test_every_bootstrap_replicate_is_rliables_metric_on_the_same_resample():
+    from rliable import metrics
+
+    from robocds.eval.aggregate import improvement_probability, iqm_and_mean, profile, stratified_resample
+
+    rng = np.random.default_rng(3)
+    x, y = rng.integers(0, 11, size=(5, 4)) / 10, rng.integers(0, 11, size=(3, 4)) / 10
+    xs, ys = stratified_resample(x, 20, rng), stratified_resample(y, 20, rng)
+    assert xs.shape == (20, 5, 4) and ys.shape == (20, 3, 4)
+    for task in range(4):  # stratified: a task's cells only ever hold that task's runs
+        assert set(xs[:, :, task].ravel()) <= set(x[:, task])
+    batched, poi, prof = iqm_and_mean(xs), improvement_probability(xs, ys), profile(xs)
+    for r in range(20):
+        assert batched[r] == pytest.approx([metrics.aggregate_iqm(xs[r]), metrics.aggregate_mean(xs[r])])
+        assert poi[r] == pytest.approx(metrics.probability_of_improvement(xs[r], ys[r]))
+        assert prof[r] == pytest.approx([(xs[r] > tau).mean() for tau in PROFILE_TAUS])
+
+
+def test_intervals_agree_with_rliables_own_bootstrap():
+    from rliable import library, metrics
+
+    rng = np.random.default_rng(0)
+    scores = {"a": rng.uniform(size=(5, 3))}
+    ours = interval_estimates(scores, reps=2000)["a"]["IQM"]
+    saved = np.random.get_state()
+    np.random.seed(0)  # rliable draws its resamples from numpy's global generator
+    try:
+        with warnings.catch_warnings():  # arch takes the RandomState with a FutureWarning; same draws
+            warnings.simplefilter("ignore", FutureWarning)
+            _, theirs = library.get_interval_estimates(
+                scores, lambda s: np.array([metrics.aggregate_iqm(s)]), reps=2000, random_state=np.random.RandomState(0)
+            )
+    finally:
+        np.random.set_state(saved)
+    assert (ours.low, ours.high) == pytest.approx(tuple(theirs["a"][:, 0]), abs=0.03)
+
+
+def test_a_single_run_gives_points_without_intervals():
+    one, two = np.array([[0.2, 0.6]]), np.array([[0.4, 0.6], [0.6, 0.8]])
+    est = interval_estimates({"one": one, "two": two}, reps=50)
+    assert est["one"]["mean"].point == pytest.approx(0.4) and not est["one"]["mean"].has_interval
+    assert est["one"]["mean"].as_dict() == {"point": pytest.approx(0.4)}
+    assert est["two"]["mean"].has_interval
+    poi = improvement_probabilities({"one": one, "two": two}, [("two", "one")], reps=50)[("two", "one")]
+    assert poi.point == pytest.approx((1.0 + 0.75) / 2) and not poi.has_interval
+
+
+def test_a_methods_interval_does_not_depend_on_the_other_methods():
+    rng = np.random.default_rng(1)
+    a, b = rng.uniform(size=(5, 3)), rng.uniform(size=(5, 3))
+    assert interval_estimates({"a": a}, reps=300)["a"] == interval_estimates({"b": b, "a": a}, reps=300)["a"]

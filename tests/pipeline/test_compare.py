@@ -98,3 +98,27 @@ def test_every_method_and_scale_config_is_a_packaged_training_config():
     for scale in SCALES.values():
         assert set(scale.methods) <= set(METHODS)
         assert all((CONFIG_DIR / f"{name}.yaml").is_file() for name in scale.train_configs)
+
+
+def test_the_report_aggregates_the_scales_methods_per_group_of_its_recipe(tmp_path, tiny_root, tiny_recipe):
+    from robocds.datasets.manifest import read_manifest
+    from robocds.pipeline.compare import RANDOM_RUN, write_report
+
+    recipe = tmp_path / "grouped.yaml"  # tiny, with groups added after its data was generated
+    recipe.write_text(json.dumps({**tiny_recipe.to_json_dict(), "groups": {"lifts": ["lift-cube", "lift-cylinder"]}}))
+    scale = with_overrides(SCALES["quick"], recipe=str(recipe), methods=["no_sharing", "cds"], seeds=[0, 1])
+    layout, dirs = ExperimentLayout(tmp_path / "cmp"), []
+    for label, seed in [("no_sharing", 0), ("no_sharing", 1), ("cds", 0), ("cds", 1), (RANDOM_RUN, 0)]:
+        folder = layout.evaluation(run_name(label, seed))
+        folder.mkdir(parents=True)
+        rates = {task: 0.1 * seed + (0.5 if label == "cds" else 0.2) for task in tiny_recipe.task_names}
+        per_task = {task: {"success_rate": rate} for task, rate in rates.items()}
+        summary = {"label": label, "tasks": list(rates), "per_task": per_task, "average_success": 0.3}
+        (folder / "summary.json").write_text(json.dumps(summary))
+        dirs.append(folder)
+    comparison = write_report(layout, dirs, read_manifest(str(tiny_root)), scale, reps=100)
+    assert comparison["aggregate"]["runs"] == {"no_sharing": 2, "cds": 2}  # the random reference is not a method
+    text = (layout.report / "README.md").read_text()
+    assert "## Aggregate success (rliable)" in text and "### lifts: lift-cube, lift-cylinder" in text
+    assert "| cds | 55.0% [50.0%, 60.0%] | 55.0% [50.0%, 60.0%] | 1.00 [1.00, 1.00] |" in text
+    assert (layout.report / "aggregate" / "profiles.png").is_file()
