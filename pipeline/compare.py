@@ -6,9 +6,12 @@ For each method of its scale (one of ``METHODS``, each a packaged training confi
 ``robocds fit --config base --config <method> --config <scale config>``, evaluates the last
 checkpoint on held-out evaluation seeds, then writes a report: per-task and average success with 95%
 intervals over seeds, the success of a random policy and of the data's own behaviour beside them, a
-grouped bar chart, and the CDS sharing matrix as a heatmap. Every stage is skipped when its output
-already exists, so an interrupted comparison resumes where it stopped (a folder whose dataset came
-from another recipe is refused by name rather than reused). Each stage runs as its own
+grouped bar chart, the field's aggregates (IQM, mean and probability of improvement with
+stratified-bootstrap intervals, over all tasks and per task group of the recipe), and the CDS sharing
+matrix as a heatmap. Every stage is skipped when its output already exists, so an interrupted
+comparison resumes where it stopped (a folder whose dataset came from another recipe is refused by
+name rather than reused). With ``--jobs N`` (the evidence scale's default: 2) up to N stages run at
+once, each with one thread and its output in ``<out>/logs/`` (``robocds.pipeline.stages``). Each stage runs as its own
 process (the same console commands a user would type); their outputs are read back through the
 typed readers of the packages that write them: the dataset's ``Manifest``, the training run's
 ``RunLayout`` and the sharing callback's metric keys, the evaluation and analysis summaries.
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import shutil
@@ -41,6 +45,8 @@ from robocds.eval.evaluate import SUMMARY_FILE
 from robocds.eval.markdown import markdown_table
 from robocds.eval.report import AVERAGE, markdown, report
 from robocds.files import write_text_atomic
+from robocds.pipeline.stages import Scheduler, Step
+from robocds.threads import THREAD_COUNT_VARIABLES
 from robocds.train.layout import RunLayout, last_logged
 
 METHODS = ("no_sharing", "sharing_all", "cds", "cds_percentile", "uds", "share_successes", "cds_heldout")
@@ -58,6 +64,14 @@ class Scale:
     eval_episodes: int  # evaluation episodes per task and run
     videos: int  # videos per task and run
     random_episodes: int  # episodes per task of the random-policy reference
+    jobs: int = 1  # stages run at once (--jobs overrides); > 1: 1 thread each, evaluations in-process on 2 cores
+    analyse_seeds: tuple[int, ...] | None = None  # seeds whose runs get diagnostics (None: every seed)
+
+    def __post_init__(self) -> None:
+        if self.jobs < 1:
+            raise ValueError(f"jobs={self.jobs}: must be >= 1")
+        if self.analyse_seeds is not None and not set(self.analyse_seeds) <= set(self.seeds):
+            raise ValueError(f"analyse_seeds={self.analyse_seeds}: must be among seeds={self.seeds}")
 
 
 SCALES = {
@@ -67,6 +81,12 @@ SCALES = {
     "cpu": Scale("benchmark_cpu", ("scale_cpu",), PAPER_METHODS, (0, 1, 2), 50, 2, 50),
     # The benchmark at full scale, for one GPU.
     "gpu": Scale("benchmark", ("gpu", "scale_gpu"), PAPER_METHODS, (0, 1, 2), 50, 2, 50),
+    # Issue 12's evidence: the CDS regime (borrowers and controls), every method x 5 seeds, within 120
+    # minutes on 2 cores: two stages at a time, training steps set in scale_evidence.yaml from measured
+    # throughput (docs/PERFORMANCE.md), diagnostics for every seed.
+    "evidence": Scale(
+        "benchmark_cpu_replay", ("scale_cpu", "scale_evidence"), METHODS, (0, 1, 2, 3, 4), 50, 1, 50, jobs=2
+    ),
 }
 
 
@@ -101,6 +121,11 @@ class ExperimentLayout:
     def analysis(self, name: str) -> Path:
         return self.out / "analysis" / name
 
+    @property
+    def logs(self) -> Path:
+        """Each stage's output when stages run concurrently (``--jobs`` > 1)."""
+        return self.out / "logs"
+
 
 def run_name(method: str, seed: int) -> str:
     return f"{method}-seed{seed}"
@@ -109,88 +134,113 @@ def run_name(method: str, seed: int) -> str:
 RANDOM_RUN = "random"
 
 
-class Stage:
-    """Prints numbered progress lines and runs each stage's command unless its output exists."""
-
-    def __init__(self, total: int) -> None:
-        self.total, self.done, self.start = total, 0, time.perf_counter()
-
-    def run(self, title: str, output: Path, command: list[str], marker: bool = False) -> None:
-        """Run ``command`` unless ``output`` exists; with ``marker``, ``output`` is touched on success."""
-        self.done += 1
-        elapsed = time.perf_counter() - self.start
-        prefix = f"[{self.done}/{self.total} | {elapsed / 60:5.1f} min]"
-        if output.exists():
-            print(f"{prefix} {title}: already done ({output})", flush=True)
-            return
-        print(f"{prefix} {title}", flush=True)
-        subprocess.run(command, check=True)
-        if marker:
-            output.touch()
-        if not output.exists():
-            raise RuntimeError(f"{title}: finished but {output} is missing")
-
-
 def _python(*args: str) -> list[str]:
     return [sys.executable, "-m", *args]
 
 
-def run_comparison(
-    scale: Scale, out: Path, workers: int, extra_train_args: list[str], reps: int = DEFAULT_REPS, seed: int = 0
-) -> dict:
-    layout = ExperimentLayout(out)
-    out.mkdir(parents=True, exist_ok=True)
-    data = layout.data
-    check_existing_data(data, scale.recipe)
-    stage = Stage(1 + 3 * len(scale.methods) * len(scale.seeds) + 2)
-    stage.run(
-        f"generate the dataset (recipe {scale.recipe})",
-        data / MANIFEST_FILE,
-        _python("robocds.datasets.generate", scale.recipe, "--root", str(data), "--workers", str(workers)),
-    )
-    manifest = read_dataset(data)
+def stage_workers(workers: int, jobs: int) -> int:
+    """Env worker processes of each evaluation when ``jobs`` stages share ``workers`` cores: in-process (0)
+    unless every job still gets >= 2 workers (on 2 cores, in-process evaluation was the fastest layout;
+    docs/PERFORMANCE.md)."""
+    if jobs == 1:
+        return workers
+    share = workers // jobs
+    return share if share >= 2 else 0
+
+
+def stage_environment(jobs: int) -> dict[str, str] | None:
+    """With concurrent stages, each process gets 1 thread per math library (unless the environment sets
+    them): ``jobs`` processes with 1 thread each fill ``jobs`` cores without oversubscribing them."""
+    if jobs == 1:
+        return None
+    return {**{name: "1" for name in THREAD_COUNT_VARIABLES}, **os.environ}
+
+
+def plan(
+    scale: Scale, layout: ExperimentLayout, task_names: tuple[str, ...], workers: int, jobs: int, extra: list[str]
+) -> tuple[list[Step], list[Path]]:
+    """Every stage, in priority order (each run's evaluation and diagnostics right after its training), and
+    the evaluation folders of the runs (the random policy's last)."""
+    data, eval_workers = layout.data, stage_workers(workers, jobs)
+    configs = [arg for config in scale.train_configs for arg in ("--config", config)]
+    random_dir = layout.evaluation(RANDOM_RUN)
+    steps = [
+        Step(
+            "generate", f"generate the dataset (recipe {scale.recipe})", data / MANIFEST_FILE,
+            tuple(_python("robocds.datasets.generate", scale.recipe, "--root", str(data), "--workers", str(workers))),
+        ),  # every other stage comes after it, so it runs alone, on every core
+        Step(
+            "evaluate-random", "evaluate a random policy (reference)", random_dir / SUMMARY_FILE,
+            tuple(_python("robocds.eval", "--policy", "random", "--out", str(random_dir), "--label", RANDOM_RUN,
+                          "--tasks", *task_names, "--episodes", str(scale.random_episodes), "--workers",
+                          str(eval_workers), "--videos", "0", "--data", str(data))),
+            after=("generate",),
+        ),
+    ]  # fmt: skip
     eval_dirs = []
     for method in scale.methods:
         for seed in scale.seeds:
             name = run_name(method, seed)
-            run = layout.run(name)
-            if run.folder.exists() and not layout.finished_marker(name).exists():
-                shutil.rmtree(run.folder.parent)  # an interrupted run trains again from scratch
-            configs = [arg for config in scale.train_configs for arg in ("--config", config)]
-            stage.run(
-                f"train {method}, seed {seed}",
-                layout.finished_marker(name),
-                _python("robocds.train", "fit", "--config", "base", "--config", method, *configs,
-                        "--data.root", str(data), "--seed_everything", str(seed), "--runs_dir", str(layout.runs),
-                        "--run_name", name, *extra_train_args),
-                marker=True,
-            )  # fmt: skip
-            eval_dir = layout.evaluation(name)
-            stage.run(
-                f"evaluate {method}, seed {seed} ({scale.eval_episodes} episodes per task)",
+            run, eval_dir, analysis_dir = layout.run(name), layout.evaluation(name), layout.analysis(name)
+            steps.append(Step(
+                f"train-{name}", f"train {method}, seed {seed}", layout.finished_marker(name),
+                tuple(_python("robocds.train", "fit", "--config", "base", "--config", method, *configs,
+                              "--data.root", str(data), "--seed_everything", str(seed), "--runs_dir",
+                              str(layout.runs), "--run_name", name, *extra)),
+                marker=True, after=("generate",), prepare=functools.partial(clear_interrupted_run, layout, name),
+            ))  # fmt: skip
+            steps.append(Step(
+                f"evaluate-{name}", f"evaluate {method}, seed {seed} ({scale.eval_episodes} episodes per task)",
                 eval_dir / SUMMARY_FILE,
-                _python("robocds.eval", "--checkpoint", str(run.last_checkpoint), "--out", str(eval_dir), "--label",
-                        method, "--episodes", str(scale.eval_episodes), "--workers", str(workers), "--seed", "0",
-                        "--videos", str(scale.videos)),
-            )  # fmt: skip
+                tuple(_python("robocds.eval", "--checkpoint", str(run.last_checkpoint), "--out", str(eval_dir),
+                              "--label", method, "--episodes", str(scale.eval_episodes), "--workers",
+                              str(eval_workers), "--seed", "0", "--videos", str(scale.videos))),
+                after=(f"train-{name}",),
+            ))  # fmt: skip
             eval_dirs.append(eval_dir)
-            stage.run(
-                f"analyse {method}, seed {seed} (Q on own vs shared data, distance from the data's actions)",
-                layout.analysis(name) / ANALYSIS_FILE,
-                _python("robocds.eval.analysis", "--checkpoint", str(run.last_checkpoint), "--data", str(data),
-                        "--out", str(layout.analysis(name))),
-            )  # fmt: skip
-    random_dir = layout.evaluation(RANDOM_RUN)
-    stage.run(
-        "evaluate a random policy (reference)",
-        random_dir / SUMMARY_FILE,
-        _python("robocds.eval", "--policy", "random", "--out", str(random_dir), "--label", RANDOM_RUN, "--tasks",
-                *manifest.task_names, "--episodes", str(scale.random_episodes), "--workers", str(workers),
-                "--videos", "0", "--data", str(data)),
-    )  # fmt: skip
-    stage.done += 1
-    print(f"[{stage.done}/{stage.total}] report", flush=True)
-    return write_report(layout, eval_dirs + [random_dir], manifest, scale, reps, seed)
+            if scale.analyse_seeds is None or seed in scale.analyse_seeds:
+                steps.append(Step(
+                    f"analyse-{name}",
+                    f"analyse {method}, seed {seed} (Q on own vs shared data, distance from the data's actions)",
+                    analysis_dir / ANALYSIS_FILE,
+                    tuple(_python("robocds.eval.analysis", "--checkpoint", str(run.last_checkpoint), "--data",
+                                  str(data), "--out", str(analysis_dir))),
+                    after=(f"train-{name}",),
+                ))  # fmt: skip
+    return steps, eval_dirs + [random_dir]
+
+
+def clear_interrupted_run(layout: ExperimentLayout, name: str) -> None:
+    """An interrupted run (its folder without the finished marker) trains again from scratch."""
+    run = layout.run(name)
+    if run.folder.exists() and not layout.finished_marker(name).exists():
+        shutil.rmtree(run.folder.parent)
+
+
+def run_comparison(
+    scale: Scale,
+    out: Path,
+    workers: int,
+    extra_train_args: list[str],
+    reps: int = DEFAULT_REPS,
+    seed: int = 0,
+    jobs: int | None = None,
+) -> dict:
+    """Generate, then train, evaluate and analyse every run with ``jobs`` stages at a time (default: the
+    scale's), then report."""
+    from robocds.datasets.recipe import load_recipe
+
+    jobs = scale.jobs if jobs is None else jobs
+    layout = ExperimentLayout(out)
+    out.mkdir(parents=True, exist_ok=True)
+    check_existing_data(layout.data, scale.recipe)
+    task_names = load_recipe(scale.recipe).task_names  # the manifest's order: tasks are recorded in recipe order
+    steps, eval_dirs = plan(scale, layout, task_names, workers, jobs, extra_train_args)
+    scheduler = Scheduler(jobs, layout.logs, stage_environment(jobs), total=len(steps) + 1)
+    scheduler.run(steps)
+    scheduler.finished += 1
+    scheduler.progress("report")
+    return write_report(layout, eval_dirs, read_dataset(layout.data), scale, reps, seed)
 
 
 def read_dataset(data: Path) -> Manifest:
@@ -291,14 +341,23 @@ def write_report(
 
 
 def with_overrides(
-    scale: Scale, recipe: str | None = None, methods: list[str] | None = None, seeds: list[int] | None = None
+    scale: Scale,
+    recipe: str | None = None,
+    methods: list[str] | None = None,
+    seeds: list[int] | None = None,
+    jobs: int | None = None,
 ) -> Scale:
-    """``scale`` with the recipe, methods or seeds given on the command line in place of its own."""
+    """``scale`` with the recipe, methods, seeds or jobs given on the command line in place of its own (the
+    seeds analysed stay those of the scale that are still run)."""
+    seeds_run = tuple(seeds or scale.seeds)
+    analysed = None if scale.analyse_seeds is None else tuple(s for s in scale.analyse_seeds if s in seeds_run)
     return dataclasses.replace(
         scale,
         recipe=recipe or scale.recipe,
         methods=tuple(methods or scale.methods),
-        seeds=tuple(seeds or scale.seeds),
+        seeds=seeds_run,
+        jobs=jobs or scale.jobs,
+        analyse_seeds=analysed,
     )
 
 
@@ -315,12 +374,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", nargs="+", type=int_at_least(0), help="override the scale's seeds")
     parser.add_argument("--recipe", help="override the scale's dataset recipe (a packaged name or a recipe file)")
     parser.add_argument(
+        "--jobs", type=int_at_least(1), help="stages run at once, 1 thread each (default: the scale's; evidence: 2)"
+    )
+    parser.add_argument(
         "--bootstrap-reps", type=int_at_least(1), default=DEFAULT_REPS, help="bootstrap replicates of the report"
     )
     parser.add_argument("--bootstrap-seed", type=int_at_least(0), default=0, help="seed of the report's bootstrap")
     parser.add_argument("train_args", nargs="*", help="extra arguments for `robocds fit`, after --")
     args = parser.parse_args(argv)
-    scale = with_overrides(SCALES[args.scale], recipe=args.recipe, methods=args.methods, seeds=args.seeds)
+    scale = with_overrides(SCALES[args.scale], args.recipe, args.methods, args.seeds, args.jobs)
     out = output_dir(args.out or f"runs/compare-{args.scale}")
     from robocds.datasets.recipe import load_recipe
 

@@ -1,7 +1,7 @@
 """The comparison driver's bookkeeping: resumable stages and the per-method diagnostics."""
 
+import dataclasses
 import json
-import sys
 
 import pytest
 
@@ -11,26 +11,12 @@ from robocds.errors import ConfigError
 from robocds.pipeline.compare import (
     SCALES,
     ExperimentLayout,
-    Stage,
     check_existing_data,
     logged_sharing_matrix,
     method_analyses,
     run_name,
     with_overrides,
 )
-
-
-def test_a_stage_whose_output_exists_is_skipped_and_a_missing_output_is_an_error(tmp_path, capsys):
-    stage = Stage(total=3)
-    done = tmp_path / "done"
-    done.write_text("x")
-    stage.run("first", done, [sys.executable, "-c", "raise SystemExit(1)"])  # would fail if it ran
-    assert "already done" in capsys.readouterr().out
-    marker = tmp_path / "marker"
-    stage.run("second", marker, [sys.executable, "-c", "pass"], marker=True)
-    assert marker.exists()
-    with pytest.raises(RuntimeError, match="third: finished but .*missing"):
-        stage.run("third", tmp_path / "never", [sys.executable, "-c", "pass"])
 
 
 def test_diagnostics_are_averaged_over_the_seeds_of_each_method(tmp_path):
@@ -122,3 +108,48 @@ def test_the_report_aggregates_the_scales_methods_per_group_of_its_recipe(tmp_pa
     assert "## Aggregate success (rliable)" in text and "### lifts: lift-cube, lift-cylinder" in text
     assert "| cds | 55.0% [50.0%, 60.0%] | 55.0% [50.0%, 60.0%] | 1.00 [1.00, 1.00] |" in text
     assert (layout.report / "aggregate" / "profiles.png").is_file()
+
+
+def test_the_plan_trains_each_run_before_its_evaluation_and_analyses_only_the_scales_seeds(tmp_path):
+    from robocds.pipeline.compare import plan
+    from robocds.pipeline.stages import check_plan
+
+    scale = with_overrides(SCALES["evidence"], methods=["no_sharing", "cds"], seeds=[0, 1])
+    scale = dataclasses.replace(scale, analyse_seeds=(0,))
+    steps, eval_dirs = plan(scale, ExperimentLayout(tmp_path), ("lift-cube", "lift-block"), 2, 2, ["--x", "1"])
+    check_plan(steps)
+    keys = [step.key for step in steps]
+    assert keys == ["generate", "evaluate-random",
+                    "train-no_sharing-seed0", "evaluate-no_sharing-seed0", "analyse-no_sharing-seed0",
+                    "train-no_sharing-seed1", "evaluate-no_sharing-seed1",
+                    "train-cds-seed0", "evaluate-cds-seed0", "analyse-cds-seed0",
+                    "train-cds-seed1", "evaluate-cds-seed1"]  # fmt: skip
+    by_key = {step.key: step for step in steps}
+    train = by_key["train-cds-seed1"]
+    assert train.after == ("generate",) and train.marker and train.command[-2:] == ("--x", "1")
+    assert "scale_evidence" in train.command and "--seed_everything" in train.command
+    evaluate = by_key["evaluate-cds-seed1"].command
+    assert evaluate[evaluate.index("--workers") + 1] == "0"  # two jobs on two cores: in-process evaluation
+    assert eval_dirs[-1] == ExperimentLayout(tmp_path).evaluation("random") and len(eval_dirs) == 5
+
+
+def test_concurrent_stages_get_one_thread_each_unless_the_user_set_threads(monkeypatch):
+    from robocds.pipeline.compare import stage_environment, stage_workers
+
+    assert stage_workers(2, 1) == 2 and stage_workers(2, 2) == 0 and stage_workers(16, 2) == 8
+    assert stage_environment(1) is None
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setenv("MKL_NUM_THREADS", "3")
+    env = stage_environment(2)
+    assert env["OMP_NUM_THREADS"] == "1" and env["MKL_NUM_THREADS"] == "3"
+
+
+def test_the_evidence_scale_runs_every_method_on_the_cds_regime_recipe():
+    from robocds.pipeline.compare import METHODS
+
+    evidence = SCALES["evidence"]
+    assert evidence.recipe == "benchmark_cpu_replay" and evidence.methods == METHODS
+    assert evidence.seeds == (0, 1, 2, 3, 4) and evidence.eval_episodes == 50 and evidence.jobs == 2
+    assert with_overrides(evidence, jobs=1).jobs == 1
+    with pytest.raises(ValueError, match="analyse_seeds=\\(7,\\)"):
+        dataclasses.replace(evidence, analyse_seeds=(7,))
