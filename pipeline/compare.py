@@ -81,9 +81,9 @@ SCALES = {
     "cpu": Scale("benchmark_cpu", ("scale_cpu",), PAPER_METHODS, (0, 1, 2), 50, 2, 50),
     # The benchmark at full scale, for one GPU.
     "gpu": Scale("benchmark", ("gpu", "scale_gpu"), PAPER_METHODS, (0, 1, 2), 50, 2, 50),
-    # Issue 12's evidence: the CDS regime (borrowers and controls), every method x 5 seeds, within 120
-    # minutes on 2 cores: two stages at a time, training steps set in scale_evidence.yaml from measured
-    # throughput (docs/PERFORMANCE.md), diagnostics for every seed.
+    # The pre-registered CDS-regime comparison (borrowers and controls, docs/PREREGISTRATION.md): every
+    # method x 5 seeds, two stages at a time, the network and steps of scale_evidence.yaml, diagnostics for
+    # every seed. Its wall time on 2 cores depends on the machine's speed (see the registration).
     "evidence": Scale(
         "benchmark_cpu_replay", ("scale_cpu", "scale_evidence"), METHODS, (0, 1, 2, 3, 4), 50, 1, 50, jobs=2
     ),
