@@ -64,7 +64,7 @@ class Scale:
     eval_episodes: int  # evaluation episodes per task and run
     videos: int  # videos per task and run
     random_episodes: int  # episodes per task of the random-policy reference
-    jobs: int = 1  # stages run at once (--jobs overrides); > 1: 1 thread each, evaluations in-process on 2 cores
+    jobs: int = 1  # stages run at once (--jobs overrides); > 1: 1 thread each
     analyse_seeds: tuple[int, ...] | None = None  # seeds whose runs get diagnostics (None: every seed)
 
     def __post_init__(self) -> None:
@@ -140,12 +140,10 @@ def _python(*args: str) -> list[str]:
 
 def stage_workers(workers: int, jobs: int) -> int:
     """Env worker processes of each evaluation when ``jobs`` stages share ``workers`` cores: in-process (0)
-    unless every job still gets >= 2 workers (on 2 cores, in-process evaluation was the fastest layout;
-    docs/PERFORMANCE.md)."""
-    if jobs == 1:
-        return workers
+    unless every job gets more than 2 (on 2 cores in-process evaluation was the fastest layout, alone and
+    next to another stage: docs/PERFORMANCE.md; the results do not depend on it)."""
     share = workers // jobs
-    return share if share >= 2 else 0
+    return share if share > 2 else 0
 
 
 def stage_environment(jobs: int) -> dict[str, str] | None:

@@ -136,7 +136,7 @@ def test_the_plan_trains_each_run_before_its_evaluation_and_analyses_only_the_sc
 def test_concurrent_stages_get_one_thread_each_unless_the_user_set_threads(monkeypatch):
     from robocds.pipeline.compare import stage_environment, stage_workers
 
-    assert stage_workers(2, 1) == 2 and stage_workers(2, 2) == 0 and stage_workers(16, 2) == 8
+    assert stage_workers(2, 1) == 0 and stage_workers(2, 2) == 0 and stage_workers(16, 2) == 8
     assert stage_environment(1) is None
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setenv("MKL_NUM_THREADS", "3")
@@ -151,5 +151,7 @@ def test_the_evidence_scale_runs_every_method_on_the_cds_regime_recipe():
     assert evidence.recipe == "benchmark_cpu_replay" and evidence.methods == METHODS
     assert evidence.seeds == (0, 1, 2, 3, 4) and evidence.eval_episodes == 50 and evidence.jobs == 2
     assert with_overrides(evidence, jobs=1).jobs == 1
+    some = dataclasses.replace(evidence, analyse_seeds=(0, 3))
+    assert with_overrides(some, seeds=[3, 4]).analyse_seeds == (3,)  # the analysed seeds that still run
     with pytest.raises(ValueError, match="analyse_seeds=\\(7,\\)"):
         dataclasses.replace(evidence, analyse_seeds=(7,))
