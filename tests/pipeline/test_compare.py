@@ -149,8 +149,8 @@ def test_the_evidence_scale_runs_every_method_on_the_cds_regime_recipe():
 
     evidence = SCALES["evidence"]
     assert evidence.recipe == "benchmark_cpu_replay" and evidence.methods == METHODS
-    assert evidence.seeds == (0, 1, 2, 3, 4) and evidence.eval_episodes == 50 and evidence.jobs == 2
-    assert with_overrides(evidence, jobs=1).jobs == 1
+    assert evidence.seeds == (0, 1, 2, 3, 4) and evidence.eval_episodes == 50 and evidence.jobs == 1
+    assert with_overrides(evidence, jobs=2).jobs == 2
     some = dataclasses.replace(evidence, analyse_seeds=(0, 3))
     assert with_overrides(some, seeds=[3, 4]).analyse_seeds == (3,)  # the analysed seeds that still run
     with pytest.raises(ValueError, match="analyse_seeds=\\(7,\\)"):
