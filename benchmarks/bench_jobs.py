@@ -27,11 +27,11 @@ import tempfile
 import time
 from pathlib import Path
 
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+from robocds.threads import THREAD_COUNT_VARIABLES
 
 
 def _env(threads: int) -> dict[str, str]:
-    return {**os.environ, **{name: str(threads) for name in THREAD_VARIABLES}}
+    return {**os.environ, **{name: str(threads) for name in THREAD_COUNT_VARIABLES}}
 
 
 def _python(*args: str) -> list[str]:
