@@ -18,19 +18,9 @@ import itertools
 
 import torch
 
-from robocds.cql import data_action_values
+from robocds.callbacks import data_action_q_values
 from robocds.datasets.datamodule import OfflineDataModule
-from robocds.datasets.schema import BATCH_ACTION
 from robocds.eval.policy import load_checkpoint_policy
-
-
-@torch.no_grad()
-def data_action_q(module, loader, batches: int) -> torch.Tensor:
-    """Conservative Q of the data actions, [T_src, batches * B, T_tgt], over ``batches`` batches of ``loader``."""
-    values = []
-    for batch in itertools.islice(loader, batches):
-        values.append(data_action_values(module.batch_q_values(batch), batch[BATCH_ACTION]))
-    return torch.cat(values, dim=1)
 
 
 def main() -> None:
@@ -54,8 +44,8 @@ def main() -> None:
             steps_per_epoch=args.batches, tasks=module.task_names,
         )  # fmt: skip
         data.setup("fit")
-        train = data_action_q(module, data.train_dataloader(), args.batches)
-        held_out = data_action_q(module, data.val_dataloader(), args.batches)
+        train = data_action_q_values(module, itertools.islice(data.train_dataloader(), args.batches))
+        held_out = data_action_q_values(module, itertools.islice(data.val_dataloader(), args.batches))
         own_train, own_held_out = train[i, :, i].mean(), held_out[i, :, i].mean()
         shared = train[j, :, i]
         passing_train, passing_held_out = (shared >= own_train).float().mean(), (shared >= own_held_out).float().mean()

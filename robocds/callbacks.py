@@ -192,8 +192,11 @@ class DataSharing(Callback):
         self.router.load_state_dict(state_dict)
 
 
-def own_data_values(pl_module: LightningModule, batches: Iterable[Mapping[str, torch.Tensor]]) -> torch.Tensor | None:
-    """Q_i of the data actions on task i's own rows of every batch, [T, N] (N = batches x B); None if no batch.
+def data_action_q_values(
+    pl_module: LightningModule, batches: Iterable[Mapping[str, torch.Tensor]]
+) -> torch.Tensor | None:
+    """Q of every target task at the data actions over every batch, [T_src, N, T_tgt] (N = batches x B); None if
+    no batch.
 
     Scored by ``pl_module`` (a ``MultiTaskCQL``) in eval mode, without augmentation or gradient, min over heads
     (``batch_q_values``); its training mode is restored after. The global RNG is left as it was (a DataLoader's
@@ -205,10 +208,16 @@ def own_data_values(pl_module: LightningModule, batches: Iterable[Mapping[str, t
     with torch.random.fork_rng(devices=[]), torch.no_grad():
         for batch in batches:
             batch = {key: value.to(pl_module.device) for key, value in batch.items()}
-            q = data_action_values(pl_module.batch_q_values(batch), batch[BATCH_ACTION])  # [T, B, T]
-            values.append(own_task_values(q))  # [T, B]: Q_i on task i's rows
+            values.append(data_action_values(pl_module.batch_q_values(batch), batch[BATCH_ACTION]))  # [T, B, T]
     pl_module.train(was_training)
     return torch.cat(values, dim=1) if values else None
+
+
+def own_data_values(pl_module: LightningModule, batches: Iterable[Mapping[str, torch.Tensor]]) -> torch.Tensor | None:
+    """Q_i of the data actions on task i's own rows of every batch, [T, N]; None if no batch
+    (``data_action_q_values``, its source == target entries)."""
+    q = data_action_q_values(pl_module, batches)
+    return None if q is None else own_task_values(q)
 
 
 def _validation_batches(trainer: Trainer) -> Iterable[Mapping[str, torch.Tensor]]:
