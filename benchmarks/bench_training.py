@@ -136,15 +136,16 @@ def synthetic_batch(shapes: Shapes, device: str) -> dict[str, torch.Tensor]:
     return {k: v.to(device) for k, v in batch.items()}
 
 
-def make_update(shapes: Shapes, mode: str, device: str) -> Callable[[dict], None]:
-    """One optimizer step of the learner, as Lightning runs it (bf16 autocast on CUDA, as --config gpu)."""
+def make_update(shapes: Shapes, mode: str, device: str, encoder: EncoderConfig | None = None) -> Callable[[dict], None]:
+    """One optimizer step of the learner, as Lightning runs it (bf16 autocast on CUDA, as --config gpu);
+    ``encoder``: the default one unless given."""
     torch.manual_seed(0)  # same initial weights for every variant
     model = MultiTaskCQL(
         num_tasks=shapes.tasks,
         num_actions=NUM_ACTIONS,
         image_size=shapes.image_size,
         proprio_dim=PROPRIO_DIM,
-        encoder=EncoderConfig(),
+        encoder=encoder or EncoderConfig(),
         cql=CQLConfig(),
     ).to(device)
     model.train()
