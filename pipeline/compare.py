@@ -158,8 +158,9 @@ def stage_environment(jobs: int) -> dict[str, str] | None:
 def plan(
     scale: Scale, layout: ExperimentLayout, task_names: tuple[str, ...], workers: int, jobs: int, extra: list[str]
 ) -> tuple[list[Step], list[Path]]:
-    """Every stage, in priority order (each run's evaluation and diagnostics right after its training), and
-    the evaluation folders of the runs (the random policy's last)."""
+    """Every stage, in priority order (each run's evaluation and diagnostics right after its training; every
+    method's seed s before any method's seed s + 1, so an interrupted comparison leaves every method the same
+    seeds), and the evaluation folders of the runs (the random policy's last)."""
     data, eval_workers = layout.data, stage_workers(workers, jobs)
     configs = [arg for config in scale.train_configs for arg in ("--config", config)]
     random_dir = layout.evaluation(RANDOM_RUN)
@@ -177,8 +178,8 @@ def plan(
         ),
     ]  # fmt: skip
     eval_dirs = []
-    for method in scale.methods:
-        for seed in scale.seeds:
+    for seed in scale.seeds:
+        for method in scale.methods:
             name = run_name(method, seed)
             run, eval_dir, analysis_dir = layout.run(name), layout.evaluation(name), layout.analysis(name)
             steps.append(Step(

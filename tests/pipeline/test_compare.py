@@ -110,7 +110,7 @@ def test_the_report_aggregates_the_scales_methods_per_group_of_its_recipe(tmp_pa
     assert (layout.report / "aggregate" / "profiles.png").is_file()
 
 
-def test_the_plan_trains_each_run_before_its_evaluation_and_analyses_only_the_scales_seeds(tmp_path):
+def test_the_plan_trains_each_run_before_its_evaluation_seed_by_seed_and_analyses_only_the_scales_seeds(tmp_path):
     from robocds.pipeline.compare import plan
     from robocds.pipeline.stages import check_plan
 
@@ -121,8 +121,8 @@ def test_the_plan_trains_each_run_before_its_evaluation_and_analyses_only_the_sc
     keys = [step.key for step in steps]
     assert keys == ["generate", "evaluate-random",
                     "train-no_sharing-seed0", "evaluate-no_sharing-seed0", "analyse-no_sharing-seed0",
-                    "train-no_sharing-seed1", "evaluate-no_sharing-seed1",
                     "train-cds-seed0", "evaluate-cds-seed0", "analyse-cds-seed0",
+                    "train-no_sharing-seed1", "evaluate-no_sharing-seed1",
                     "train-cds-seed1", "evaluate-cds-seed1"]  # fmt: skip
     by_key = {step.key: step for step in steps}
     train = by_key["train-cds-seed1"]
