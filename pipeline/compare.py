@@ -7,11 +7,12 @@ For each method of its scale (one of ``METHODS``, each a packaged training confi
 checkpoint on held-out evaluation seeds, then writes a report: per-task and average success with 95%
 intervals over seeds, the success of a random policy and of the data's own behaviour beside them, a
 grouped bar chart, the field's aggregates (IQM, mean and probability of improvement with
-stratified-bootstrap intervals, over all tasks and per task group of the recipe), and the CDS sharing
-matrix as a heatmap. Every stage is skipped when its output already exists, so an interrupted
-comparison resumes where it stopped (a folder whose dataset came from another recipe is refused by
-name rather than reused). With ``--jobs N`` up to N stages run at once,
-each with one thread and its output in ``<out>/logs/`` (``robocds.pipeline.stages``). Each stage runs as its own
+stratified-bootstrap intervals, over all tasks and per task group of the recipe), and what each method
+routed (sharing matrices as tables and heatmaps, CDS thresholds). Every stage is skipped when its output
+already exists, so an interrupted comparison resumes where it stopped (a folder whose dataset came from
+another recipe is refused by name rather than reused); stages go seed by seed, so an interrupted
+comparison holds the same seeds of every method. With ``--jobs N`` up to N stages run at once, each with
+one thread and its output in ``<out>/logs/`` (``robocds.pipeline.stages``). Each stage runs as its own
 process (the same console commands a user would type); their outputs are read back through the
 typed readers of the packages that write them: the dataset's ``Manifest``, the training run's
 ``RunLayout`` and the sharing callback's metric keys, the evaluation and analysis summaries.
@@ -33,7 +34,6 @@ from pathlib import Path
 
 import numpy as np
 
-from robocds.callbacks import sharing_key
 from robocds.datasets.manifest import read_manifest
 from robocds.datasets.schema import MANIFEST_FILE, Manifest
 from robocds.envs.media import write_png
@@ -45,9 +45,10 @@ from robocds.eval.evaluate import SUMMARY_FILE
 from robocds.eval.markdown import markdown_table
 from robocds.eval.report import AVERAGE, markdown, report
 from robocds.files import write_text_atomic
+from robocds.pipeline import routing
 from robocds.pipeline.stages import Scheduler, Step
 from robocds.threads import THREAD_COUNT_VARIABLES
-from robocds.train.layout import RunLayout, last_logged
+from robocds.train.layout import RunLayout
 
 METHODS = ("no_sharing", "sharing_all", "cds", "cds_percentile", "uds", "share_successes", "cds_heldout")
 PAPER_METHODS = METHODS[:4]  # the cpu and gpu scales' methods (their results are in docs/RESULTS.md)
@@ -85,9 +86,7 @@ SCALES = {
     # method x 5 seeds, one stage at a time (two at once measured slower for training here), the network
     # and steps of scale_evidence.yaml, diagnostics for every seed. Its wall time on 2 cores depends on
     # the machine's speed (see the registration).
-    "evidence": Scale(
-        "benchmark_cpu_replay", ("scale_cpu", "scale_evidence"), METHODS, (0, 1, 2, 3, 4), 50, 1, 50
-    ),
+    "evidence": Scale("benchmark_cpu_replay", ("scale_cpu", "scale_evidence"), METHODS, (0, 1, 2, 3, 4), 50, 1, 50),
 }
 
 
@@ -278,21 +277,29 @@ def data_success_rates(manifest: Manifest) -> dict[str, float]:
     return {task.name: task.success_rate for task in manifest.tasks}
 
 
-def logged_sharing_matrix(layout: ExperimentLayout, method: str, seeds: tuple[int, ...], tasks: list[str]):
-    """Mean over seeds of the last sharing matrix [target, source] that ``method``'s runs logged (None if none).
+def routing_section(layout: ExperimentLayout, scale: Scale, tasks: list[str]) -> list[str]:
+    """Report lines on what each method routed (``robocds.pipeline.routing``), with a heatmap per method in
+    ``report/sharing/``; none when no run logged a sharing matrix."""
+    from robocds.heatmap import sharing_heatmap
 
-    Read from each run's ``metrics.csv`` under the keys the ``DataSharing`` callback logs them with.
-    """
-    matrices = []
-    for seed in seeds:
-        path = layout.run(run_name(method, seed)).metrics_csv
-        if not path.is_file():
+    lines, thresholds = [], {}
+    for method in scale.methods:
+        csvs = [layout.run(run_name(method, seed)).metrics_csv for seed in scale.seeds]
+        matrix = routing.sharing_matrix(csvs, tasks)
+        if matrix is None or method == "no_sharing":  # no_sharing's matrix is the identity by construction
             continue
-        last = last_logged(path)
-        cells = [[last.get(sharing_key(target, source)) for source in tasks] for target in tasks]
-        if all(v is not None for row in cells for v in row):
-            matrices.append(np.array(cells, dtype=float))
-    return np.mean(matrices, axis=0) if matrices else None
+        title = f"{method}: mean weight of source j's transitions routed into target i"
+        write_png(layout.report / "sharing" / f"{method}.png", sharing_heatmap(matrix, tasks, title))
+        lines += ["", f"### {method} (`sharing/{method}.png`)", "", routing.matrix_markdown(matrix, tasks)]
+        if (values := routing.thresholds(csvs, tasks)) is not None:
+            thresholds[method] = values
+    if thresholds:
+        lines += ["", "### CDS thresholds (Q_i the routed Q-values are compared with)", ""]
+        lines.append(routing.thresholds_markdown(thresholds, tasks))
+    if not lines:
+        return []
+    intro = "Mean weight of each source task's transitions routed into each target, over training and seeds."
+    return ["", "## Routing", "", intro, *lines]
 
 
 def write_report(
@@ -318,14 +325,7 @@ def write_report(
         rows = [[task, f"{rate:.1%}"] for task, rate in behaviour.items()]
         rows.append([f"**{AVERAGE}**", f"{np.mean(list(behaviour.values())):.1%}"])
         lines.append(markdown_table(["task", "data success"], rows))
-    if "cds" in scale.methods:
-        matrix = logged_sharing_matrix(layout, "cds", scale.seeds, comparison["tasks"])
-        if matrix is not None:
-            from robocds.heatmap import sharing_heatmap
-
-            title = "CDS: mean weight of source j's transitions routed into target i"
-            write_png(report_dir / "cds_sharing_matrix.png", sharing_heatmap(matrix, comparison["tasks"], title))
-            lines += ["", "CDS sharing matrix (last logged, mean over seeds): `cds_sharing_matrix.png`."]
+    lines += routing_section(layout, scale, comparison["tasks"])
     analyses = method_analyses(layout, scale)
     if analyses:
         lines += ["", "## Diagnostics (held-out episodes, mean over seeds)", "", analysis_markdown(analyses)]
@@ -333,10 +333,7 @@ def write_report(
     text = "\n".join(lines) + "\n"
     write_text_atomic(report_dir / "README.md", text)
     print(text)
-    print(
-        f"outputs: {report_dir} (README.md, report.md, success.png, aggregate/, cds_sharing_matrix.png); "
-        f"runs: {layout.runs}"
-    )
+    print(f"outputs: {report_dir} (README.md, report.md, success.png, aggregate/, sharing/); runs: {layout.runs}")
     return comparison
 
 

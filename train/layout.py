@@ -67,19 +67,19 @@ class RunLayout:
         return self.folder / CSV_FOLDER / METRICS_FILE
 
 
-def last_logged(metrics_csv: Path, prefix: str = "") -> dict[str, float]:
-    """The last value logged under every column starting with ``prefix`` in a CSVLogger ``metrics.csv``.
+def logged_series(metrics_csv: Path, prefix: str = "") -> dict[str, list[float]]:
+    """Every value logged under every column starting with ``prefix`` in a CSVLogger ``metrics.csv``, in order.
 
-    Rows of a CSVLogger file hold only the metrics logged at that step (the other cells are empty), so the
-    last value of a metric is in the last row where its cell is filled.
+    Rows of a CSVLogger file hold only the metrics logged at that step (the other cells are empty), so a
+    metric's series is its filled cells, top to bottom.
     """
-    last: dict[str, float] = {}
+    series: dict[str, list[float]] = {}
     with Path(metrics_csv).open(newline="") as handle:
         for row in csv.DictReader(handle):
             for key, value in row.items():
                 if key is not None and key.startswith(prefix) and value not in ("", None):
                     try:
-                        last[key] = float(value)
+                        series.setdefault(key, []).append(float(value))
                     except ValueError:
                         raise ValueError(f"{metrics_csv}: column {key!r} holds {value!r}, not a number") from None
-    return last
+    return series

@@ -5,14 +5,12 @@ import json
 
 import pytest
 
-from robocds.callbacks import sharing_key
 from robocds.datasets.errors import DatasetError
 from robocds.errors import ConfigError
 from robocds.pipeline.compare import (
     SCALES,
     ExperimentLayout,
     check_existing_data,
-    logged_sharing_matrix,
     method_analyses,
     run_name,
     with_overrides,
@@ -57,19 +55,6 @@ def test_an_unreadable_manifest_ends_the_comparison_naming_file_and_field(datase
         check_existing_data(dataset_copy, "tiny")
 
 
-def test_the_sharing_matrix_is_read_by_the_callback_keys_and_averaged_over_seeds(tmp_path):
-    layout, tasks = ExperimentLayout(tmp_path), ["a", "b"]
-    for seed, scale in ((0, 1.0), (1, 0.5)):
-        path = layout.run(run_name("cds", seed)).metrics_csv
-        path.parent.mkdir(parents=True)
-        keys = [sharing_key(i, j) for i in tasks for j in tasks]
-        rows = [",".join(["step", "train/loss", *keys]), "0,1.0" + ",0.9" * 4, "50,0.5,,,,", "99,0.2" + ",0.4" * 4]
-        (path).write_text("\n".join(rows).replace("0.4", str(0.4 * scale)) + "\n")
-    matrix = logged_sharing_matrix(layout, "cds", (0, 1, 2), tasks)  # seed 2 never ran: left out
-    assert matrix.shape == (2, 2) and matrix == pytest.approx(0.3)  # the last logged row, mean of 0.4 and 0.2
-    assert logged_sharing_matrix(layout, "cds", (0,), ["a", "c"]) is None  # a task it never logged
-
-
 def test_every_method_and_scale_config_is_a_packaged_training_config():
     import yaml
 
@@ -86,7 +71,9 @@ def test_every_method_and_scale_config_is_a_packaged_training_config():
         assert all((CONFIG_DIR / f"{name}.yaml").is_file() for name in scale.train_configs)
 
 
-def test_the_report_aggregates_the_scales_methods_per_group_of_its_recipe(tmp_path, tiny_root, tiny_recipe):
+def test_the_report_aggregates_per_group_and_shows_what_each_method_routed(
+    tmp_path, tiny_root, tiny_recipe, sharing_run
+):
     from robocds.datasets.manifest import read_manifest
     from robocds.pipeline.compare import RANDOM_RUN, write_report
 
@@ -102,12 +89,18 @@ def test_the_report_aggregates_the_scales_methods_per_group_of_its_recipe(tmp_pa
         summary = {"label": label, "tasks": list(rates), "per_task": per_task, "average_success": 0.3}
         (folder / "summary.json").write_text(json.dumps(summary))
         dirs.append(folder)
+    tasks = list(tiny_recipe.task_names)
+    for seed in (0, 1):
+        sharing_run(layout.run(run_name("cds", seed)).metrics_csv, tasks, [0.5], thresholds=[[0.25] * len(tasks)])
     comparison = write_report(layout, dirs, read_manifest(str(tiny_root)), scale, reps=100)
     assert comparison["aggregate"]["runs"] == {"no_sharing": 2, "cds": 2}  # the random reference is not a method
     text = (layout.report / "README.md").read_text()
     assert "## Aggregate success (rliable)" in text and "### lifts: lift-cube, lift-cylinder" in text
     assert "| cds | 55.0% [50.0%, 60.0%] | 55.0% [50.0%, 60.0%] | 1.00 [1.00, 1.00] |" in text
     assert (layout.report / "aggregate" / "profiles.png").is_file()
+    assert "## Routing" in text and "### cds (`sharing/cds.png`)" in text and "| cds | 0.250 |" in text
+    assert (layout.report / "sharing" / "cds.png").is_file()
+    assert not (layout.report / "sharing" / "no_sharing.png").exists()
 
 
 def test_the_plan_trains_each_run_before_its_evaluation_seed_by_seed_and_analyses_only_the_scales_seeds(tmp_path):
