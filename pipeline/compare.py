@@ -371,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", nargs="+", type=int_at_least(0), help="override the scale's seeds")
     parser.add_argument("--recipe", help="override the scale's dataset recipe (a packaged name or a recipe file)")
     parser.add_argument(
-        "--jobs", type=int_at_least(1), help="stages run at once, 1 thread each (default: the scale's; evidence: 2)"
+        "--jobs", type=int_at_least(1), help="stages run at once, 1 thread each (default: the scale's; all use 1)"
     )
     parser.add_argument(
         "--bootstrap-reps", type=int_at_least(1), default=DEFAULT_REPS, help="bootstrap replicates of the report"
