@@ -16,11 +16,13 @@ path (relative to the run)       what
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 CSV_FOLDER = "csv"  # the CSVLogger's version folder inside the TensorBoard run
 METRICS_FILE = "metrics.csv"
+STEP_COLUMN = "step"  # the optimizer step of a CSVLogger row
 CHECKPOINT_FOLDER = "checkpoints"
 LAST_CHECKPOINT = "last"  # file stem of the latest-weights checkpoint
 BEST_CHECKPOINT = "best"  # file stem of the best-validation checkpoint
@@ -74,12 +76,38 @@ def logged_series(metrics_csv: Path, prefix: str = "") -> dict[str, list[float]]
     metric's series is its filled cells, top to bottom.
     """
     series: dict[str, list[float]] = {}
+    for _, key, value in _logged_cells(metrics_csv, prefix):
+        series.setdefault(key, []).append(value)
+    return series
+
+
+def logged_points(metrics_csv: Path, prefix: str = "") -> dict[str, tuple[list[int], list[float]]]:
+    """``logged_series`` with the optimizer step of every value: ``{column: (steps, values)}``, in file order.
+
+    The step is the row's ``step`` cell, which the CSVLogger writes on every row.
+    """
+    points: dict[str, tuple[list[int], list[float]]] = {}
+    for row, key, value in _logged_cells(metrics_csv, prefix):
+        if key == STEP_COLUMN:
+            continue
+        try:
+            step = int(float(row.get(STEP_COLUMN) or ""))
+        except ValueError:
+            raise ValueError(f"{metrics_csv}: a row holding {key!r} has step {row.get(STEP_COLUMN)!r}") from None
+        steps, values = points.setdefault(key, ([], []))
+        steps.append(step)
+        values.append(value)
+    return points
+
+
+def _logged_cells(metrics_csv: Path, prefix: str) -> Iterator[tuple[dict[str, str], str, float]]:
+    """(row, column, value) of every filled cell of a column starting with ``prefix``, top to bottom."""
     with Path(metrics_csv).open(newline="") as handle:
         for row in csv.DictReader(handle):
             for key, value in row.items():
                 if key is not None and key.startswith(prefix) and value not in ("", None):
                     try:
-                        series.setdefault(key, []).append(float(value))
+                        number = float(value)
                     except ValueError:
                         raise ValueError(f"{metrics_csv}: column {key!r} holds {value!r}, not a number") from None
-    return series
+                    yield row, key, number

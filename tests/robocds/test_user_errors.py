@@ -99,6 +99,11 @@ def contract_cases(f: dict[str, Path]) -> dict[str, tuple[str, list[str], str]]:
         ),
         "demo: unknown task": ("robocds-demo", ["--tasks", "lift-sphere", "--out", out], "--tasks lift-sphere"),
         "compare: --out is a file": ("robocds-compare", ["--out", str(f["file"])], "exists and is not a folder"),
+        "curves: not a training run": (
+            "robocds-curves",
+            [str(f["empty"]), "--out", f"{out}/curves.png"],
+            f"{f['empty']}: no csv/metrics.csv and no version_N folder",
+        ),
     }
 
 
