@@ -62,6 +62,7 @@ from robocds.datasets.schema import (
     BATCH_NEXT_PROPRIO,
     BATCH_PROPRIO,
     BATCH_REWARDS,
+    BATCH_STEPS_TO_SUCCESS,
     BATCH_SUCCESSES,
 )
 from robocds.envs.actions import NUM_ACTIONS
@@ -132,6 +133,7 @@ def synthetic_batch(shapes: Shapes, device: str) -> dict[str, torch.Tensor]:
         BATCH_REWARDS: rewards,
         BATCH_SUCCESSES: rewards.clone(),
         BATCH_EPISODE_SUCCESSES: rewards.clone(),
+        BATCH_STEPS_TO_SUCCESS: torch.where(rewards > 0, 0.0, torch.inf),
     }
     return {k: v.to(device) for k, v in batch.items()}
 

@@ -66,6 +66,17 @@ class Episode:
         success of that task: the reward is 1 exactly when the task is solved), else 0."""
         return (self.task_rewards[:, columns].sum(axis=0) > 0).astype(np.float32)
 
+    def steps_to_success(self, columns: list[int]) -> np.ndarray:
+        """float32 [L, len(columns)]: for step t and each task column, the steps after t until the task is first
+        solved (0 when step t's next state solves it), +inf when no state after t solves it."""
+        solved = self.task_successes[:, columns]
+        steps = np.empty(solved.shape, dtype=np.float32)
+        following = np.full(solved.shape[1], np.inf, dtype=np.float32)
+        for t in range(self.length - 1, -1, -1):  # backwards: each step is one more than the next, or 0
+            following = np.where(solved[t], 0.0, following + 1.0).astype(np.float32)
+            steps[t] = following
+        return steps
+
 
 # ----------------------------------------------------------------------------- encoding
 

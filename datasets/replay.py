@@ -24,6 +24,7 @@ from robocds.datasets.schema import (
     BATCH_NEXT_PROPRIO,
     BATCH_PROPRIO,
     BATCH_REWARDS,
+    BATCH_STEPS_TO_SUCCESS,
     BATCH_SUCCESSES,
     Manifest,
 )
@@ -53,6 +54,7 @@ class MultiTaskReplay:
     rewards: torch.Tensor
     successes: torch.Tensor
     episode_successes: torch.Tensor
+    steps_to_success: torch.Tensor
     task_start: torch.Tensor
     task_count: torch.Tensor
 
@@ -80,6 +82,7 @@ class MultiTaskReplay:
             self.rewards,
             self.successes,
             self.episode_successes,
+            self.steps_to_success,
             self.task_start,
             self.task_count,
         ]
@@ -119,6 +122,7 @@ class MultiTaskReplay:
             BATCH_REWARDS: rows(self.rewards, flat),
             BATCH_SUCCESSES: rows(self.successes, flat),
             BATCH_EPISODE_SUCCESSES: rows(self.episode_successes, flat),
+            BATCH_STEPS_TO_SUCCESS: rows(self.steps_to_success, flat),
         }
 
 
@@ -131,7 +135,7 @@ def replay_from_episodes(
     ``task_names`` only, in that order, so ``rewards[..., i]`` is task ``task_names[i]``'s reward.
     """
     columns = [list(reward_tasks).index(name) for name in task_names]
-    proprio, obs_index, action, rewards, successes, episode_successes = [], [], [], [], [], []
+    proprio, obs_index, action, rewards, successes, episode_successes, steps_to_success = [], [], [], [], [], [], []
     task_start, task_count = [], []
     n_frames = n_transitions = 0
     for episodes in episodes_per_task:
@@ -146,6 +150,7 @@ def replay_from_episodes(
             rewards.append(episode.task_rewards[:, columns])
             successes.append(episode.task_successes[:, columns])
             episode_successes.append(np.broadcast_to(episode.returns_positive(columns), (length, len(columns))))
+            steps_to_success.append(episode.steps_to_success(columns))
             n_frames += length + 1
             n_transitions += length
         task_count.append(n_transitions - task_start[-1])
@@ -167,6 +172,7 @@ def replay_from_episodes(
         rewards=torch.from_numpy(np.concatenate(rewards).astype(np.float32)),
         successes=torch.from_numpy(np.concatenate(successes).astype(np.float32)),
         episode_successes=torch.from_numpy(np.concatenate(episode_successes)),
+        steps_to_success=torch.from_numpy(np.concatenate(steps_to_success)),
         task_start=torch.tensor(task_start, dtype=torch.int64),
         task_count=torch.tensor(task_count, dtype=torch.int64),
     )

@@ -17,11 +17,17 @@ key                          dtype       shape            meaning
 ``BATCH_SUCCESSES``          float32     [T, B, T]        1 where task k is solved at the next state (terminal for k)
 ``BATCH_EPISODE_SUCCESSES``  float32     [T, B, T]        1 where the transition's *episode* has a return > 0 for
                                                           task k (it holds a success of k), else 0
+``BATCH_STEPS_TO_SUCCESS``   float32     [T, B, T]        steps after this one until task k is first solved in
+                                                          the episode: 0 when the next state solves k, +inf
+                                                          when no later state of the episode does
 ===========================  ==========  ===============  ============================================
 
 Relabeling a transition of task j for task i reads ``rewards[j, :, i]`` and ``successes[j, :, i]``;
 ``episode_successes[j, b, i]`` is the same for every transition of one episode (the sum of the
 episode's rewards for task i, over all its steps, is > 0), whichever of its steps was drawn.
+``gamma ** steps_to_success[j, b, i]`` is the discounted return for task i that the data's own behaviour
+went on to collect from that transition (0 when it never solved i): a Monte-Carlo return, with which a
+learner can bound its TD targets (the data need not know the discount).
 
 Episode sample (one WebDataset sample per recorded episode, in ``<root>/<task>/shard-NNNNNN.tar``).
 L is the episode length in steps (>= 1), R the number of tasks whose reward is recorded (the whole
@@ -68,6 +74,7 @@ BATCH_ACTION = "action"
 BATCH_REWARDS = "rewards"
 BATCH_SUCCESSES = "successes"
 BATCH_EPISODE_SUCCESSES = "episode_successes"
+BATCH_STEPS_TO_SUCCESS = "steps_to_success"
 
 BATCH_KEYS = (
     BATCH_IMAGE,
@@ -78,6 +85,7 @@ BATCH_KEYS = (
     BATCH_REWARDS,
     BATCH_SUCCESSES,
     BATCH_EPISODE_SUCCESSES,
+    BATCH_STEPS_TO_SUCCESS,
 )
 
 # Bump when the sample or manifest layout changes; readers refuse any other version.

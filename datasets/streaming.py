@@ -30,6 +30,7 @@ from robocds.datasets.schema import (
     BATCH_NEXT_PROPRIO,
     BATCH_PROPRIO,
     BATCH_REWARDS,
+    BATCH_STEPS_TO_SUCCESS,
     BATCH_SUCCESSES,
     Manifest,
     ShardEntry,
@@ -40,7 +41,7 @@ from robocds.envs.seeds import hash_seed
 
 # A transition inside the pipeline: views into its episode's arrays, no copies until collation.
 # (frame [3,S,S], next_frame, proprio [P], next_proprio [P], action (), rewards [T], successes [T],
-#  episode_successes [T])
+#  episode_successes [T], steps_to_success [T])
 Transition = tuple[np.ndarray, ...]
 
 
@@ -92,6 +93,7 @@ class _Explode:
             rewards = episode.task_rewards[:, self.columns]
             successes = episode.task_successes[:, self.columns].astype(np.float32)
             episode_successes = episode.returns_positive(self.columns)  # one row for every transition
+            steps_to_success = episode.steps_to_success(self.columns)
             for t in range(episode.length):
                 yield (
                     frames[t],
@@ -102,6 +104,7 @@ class _Explode:
                     rewards[t],
                     successes[t],
                     episode_successes,
+                    steps_to_success[t],
                 )
 
 
@@ -252,7 +255,7 @@ class StreamingMultiTaskDataset(torch.utils.data.IterableDataset):
 
 def _stack_tasks(per_task: tuple[tuple[np.ndarray, ...], ...]) -> dict[str, torch.Tensor]:
     columns = [np.stack(column) for column in zip(*per_task)]  # each [T, B, ...]
-    image, next_image, proprio, next_proprio, action, rewards, successes, episode_successes = (
+    image, next_image, proprio, next_proprio, action, rewards, successes, episode_successes, steps_to_success = (
         torch.from_numpy(c) for c in columns
     )
     return {
@@ -264,6 +267,7 @@ def _stack_tasks(per_task: tuple[tuple[np.ndarray, ...], ...]) -> dict[str, torc
         BATCH_REWARDS: rewards,
         BATCH_SUCCESSES: successes,
         BATCH_EPISODE_SUCCESSES: episode_successes,
+        BATCH_STEPS_TO_SUCCESS: steps_to_success,
     }
 
 

@@ -50,8 +50,16 @@ from robocds.pipeline.stages import Scheduler, Step
 from robocds.threads import THREAD_COUNT_VARIABLES
 from robocds.train.layout import RunLayout
 
-METHODS = ("no_sharing", "sharing_all", "cds", "cds_percentile", "uds", "share_successes", "cds_heldout")
-PAPER_METHODS = METHODS[:4]  # the cpu and gpu scales' methods (their results are in docs/RESULTS.md)
+# Every method robocds-compare can run (--methods), in report order: the sharing methods, then the behaviour-cloning
+# references (``model.objective`` bc / filtered_bc on the same network, no sharing; D4RL-style %BC baselines).
+METHODS = (
+    "no_sharing", "sharing_all", "cds", "cds_percentile", "uds", "share_successes", "cds_heldout", "bc", "filtered_bc"
+)  # fmt: skip
+NO_SHARING_METHODS = ("no_sharing", "bc", "filtered_bc")  # every task on its own data: no routing to report
+QUICK_METHODS = ("no_sharing", "sharing_all", "cds")
+PAPER_METHODS = ("no_sharing", "sharing_all", "cds", "cds_percentile")  # cpu and gpu scales (docs/RESULTS.md)
+# The pre-registered comparison's methods (docs/PREREGISTRATION.md): fixed, whatever METHODS gains later.
+EVIDENCE_METHODS = ("no_sharing", "sharing_all", "cds", "cds_percentile", "uds", "share_successes", "cds_heldout")
 
 
 @dataclass(frozen=True)
@@ -77,16 +85,18 @@ class Scale:
 
 SCALES = {
     # The README's quickstart: a few minutes on 2 CPU cores.
-    "quick": Scale("quickstart", ("scale_quick",), METHODS[:3], (0,), 20, 1, 20),
+    "quick": Scale("quickstart", ("scale_quick",), QUICK_METHODS, (0,), 20, 1, 20),
     # The benchmark at CPU scale: within 90 minutes on 2 cores.
     "cpu": Scale("benchmark_cpu", ("scale_cpu",), PAPER_METHODS, (0, 1, 2), 50, 2, 50),
     # The benchmark at full scale, for one GPU.
     "gpu": Scale("benchmark", ("gpu", "scale_gpu"), PAPER_METHODS, (0, 1, 2), 50, 2, 50),
-    # The pre-registered CDS-regime comparison (borrowers and controls, docs/PREREGISTRATION.md): every
-    # method x 5 seeds, one stage at a time (two at once measured slower for training here), the network
+    # The pre-registered CDS-regime comparison (borrowers and controls, docs/PREREGISTRATION.md): its seven
+    # registered methods x 5 seeds, one stage at a time (two at once measured slower for training here), the network
     # and steps of scale_evidence.yaml, diagnostics for every seed. Its wall time on 2 cores depends on
     # the machine's speed (see the registration).
-    "evidence": Scale("benchmark_cpu_replay", ("scale_cpu", "scale_evidence"), METHODS, (0, 1, 2, 3, 4), 50, 1, 50),
+    "evidence": Scale(
+        "benchmark_cpu_replay", ("scale_cpu", "scale_evidence"), EVIDENCE_METHODS, (0, 1, 2, 3, 4), 50, 1, 50
+    ),
 }
 
 
@@ -286,7 +296,7 @@ def routing_section(layout: ExperimentLayout, scale: Scale, tasks: list[str]) ->
     for method in scale.methods:
         csvs = [layout.run(run_name(method, seed)).metrics_csv for seed in scale.seeds]
         matrix = routing.sharing_matrix(csvs, tasks)
-        if matrix is None or method == "no_sharing":  # no_sharing's matrix is the identity by construction
+        if matrix is None or method in NO_SHARING_METHODS:  # their matrix is the identity by construction
             continue
         title = f"{method}: mean weight of source j's transitions routed into target i"
         write_png(layout.report / "sharing" / f"{method}.png", sharing_heatmap(matrix, tasks, title))
@@ -367,7 +377,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--workers", type=int_at_least(0), default=os.cpu_count() or 1, help="generation and evaluation workers"
     )
-    parser.add_argument("--methods", nargs="+", choices=METHODS, help="override the scale's methods")
+    parser.add_argument(
+        "--methods", nargs="+", choices=METHODS, help="override the scale's methods (bc, filtered_bc: references)"
+    )
     parser.add_argument("--seeds", nargs="+", type=int_at_least(0), help="override the scale's seeds")
     parser.add_argument("--recipe", help="override the scale's dataset recipe (a packaged name or a recipe file)")
     parser.add_argument(

@@ -17,6 +17,7 @@ from robocds.datasets.schema import (
     BATCH_NEXT_PROPRIO,
     BATCH_PROPRIO,
     BATCH_REWARDS,
+    BATCH_STEPS_TO_SUCCESS,
     BATCH_SUCCESSES,
 )
 
@@ -48,6 +49,7 @@ def check_batch(batch: Mapping[str, Tensor], num_tasks: int, image_size: int, pr
         BATCH_REWARDS: (t, b, t),
         BATCH_SUCCESSES: (t, b, t),
         BATCH_EPISODE_SUCCESSES: (t, b, t),
+        BATCH_STEPS_TO_SUCCESS: (t, b, t),
     }
     for key, shape in expected.items():
         if tuple(batch[key].shape) != shape:

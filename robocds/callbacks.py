@@ -112,6 +112,7 @@ class DataSharing(Callback):
         return self.config.mode == "cds" and self.config.threshold_from == "heldout"
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        check_objective_sharing(getattr(pl_module, "objective", "cql"), self.config.mode)
         pl_module.router = self.router
         datamodule = getattr(trainer, "datamodule", None)
         if self.heldout and stage == TrainerFn.FITTING and not getattr(datamodule, "holds_out_episodes", True):
@@ -190,6 +191,16 @@ class DataSharing(Callback):
                 stacklevel=2,
             )
         self.router.load_state_dict(state_dict)
+
+
+def check_objective_sharing(objective: str, mode: str) -> None:
+    """Refuse a sharing mode that the module's objective would silently ignore: behaviour cloning (``bc``,
+    ``filtered_bc``) trains every task on its own data and never calls the router, so it needs mode ``none``."""
+    if objective != "cql" and mode != "none":
+        raise ConfigError(
+            f"model.objective={objective!r} trains each task on its own data only, so sharing.mode={mode!r} "
+            f"would be ignored: set sharing.mode to 'none' (--config {objective} does)"
+        )
 
 
 def data_action_q_values(

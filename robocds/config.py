@@ -20,6 +20,9 @@ ThresholdSource = Literal["batch", "heldout"]
 TargetRule = Literal["min", "double"]
 TDLoss = Literal["huber", "mse"]
 Pooling = Literal["flatten", "spatial_softmax"]
+# What MultiTaskCQL optimises: CQL (with data sharing), or behaviour cloning on its Q-logits (robocds.bc).
+Objective = Literal["cql", "bc", "filtered_bc"]
+OBJECTIVES: tuple[str, ...] = get_args(Objective)
 
 
 def from_dict(cls: type[_C], value: _C | dict[str, Any] | None) -> _C:
@@ -97,6 +100,14 @@ class CQLConfig:
     # Clamp TD targets to the returns the task can achieve: with reward 1 on the terminal success step and 0
     # otherwise, Q* lies in [0, 1]; bootstrapping past that bound is pure over-estimation. None: no clamp.
     target_bounds: tuple[float, float] | None = None
+    # Multiply every reward by this in the TD targets (target_bounds and Monte-Carlo returns scale with it). Q-values
+    # are also CQL's logits: with returns in [0, 1] they cannot separate actions without the conservative term's
+    # pull on the data action outgrowing the TD fit; a larger scale gives the logits room. Argmax is unchanged by it.
+    reward_scale: float = 1.0
+    # Raise each TD target to at least the discounted return the data's own behaviour went on to collect from that
+    # transition (gamma ** steps_to_success, 0 when the episode never solved the task; UDS-shared data: 0): with a
+    # reward only at success, one-step targets carry it back one step per target update, this at once.
+    mc_lower_bound: bool = False
 
     def __post_init__(self) -> None:
         if self.target_bounds is not None:
@@ -104,6 +115,8 @@ class CQLConfig:
             if not low < high:
                 raise ValueError(f"target_bounds={self.target_bounds}: must be (low, high) with low < high")
             self.target_bounds = (low, high)
+        if not self.reward_scale > 0.0:
+            raise ValueError(f"reward_scale={self.reward_scale}: must be > 0")
         if not 0.0 <= self.gamma < 1.0:
             raise ValueError(f"gamma={self.gamma}: must be in [0, 1)")
         if self.alpha < 0.0:

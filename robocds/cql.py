@@ -62,6 +62,12 @@ def td_targets(rewards: Tensor, dones: Tensor, next_values: Tensor, gamma: float
     return rewards + gamma * (1.0 - dones) * next_values
 
 
+def monte_carlo_returns(steps_to_success: Tensor, gamma: float) -> Tensor:
+    """Discounted return the data's behaviour collected from each transition: gamma ** steps (reward 1 at the first
+    success, which ends the episode for that task); [T_src, B, T_tgt] steps, +inf where never solved -> 0."""
+    return torch.pow(torch.as_tensor(gamma, dtype=torch.float32), steps_to_success.float())
+
+
 def per_task_weighted_mean(values: Tensor, weights: Tensor, eps: float = EPS) -> Tensor:
     """[T_src, B, T_tgt] values and weights -> [T_tgt]: sum(w * v) / max(sum(w), eps) over sources and batch."""
     return (weights * values).sum(dim=(0, 1)) / weights.sum(dim=(0, 1)).clamp_min(eps)

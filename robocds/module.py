@@ -15,19 +15,29 @@ from torch import Tensor
 
 from robocds.augment import random_shift
 from robocds.batch import as_chw_batch, check_batch, flatten_rows
-from robocds.config import CQLConfig, EncoderConfig, from_dict
-from robocds.cql import CQLTerms, cql_terms, data_action_values, next_state_values, td_targets
+from robocds.bc import BCTerms, bc_terms, bc_weights
+from robocds.config import OBJECTIVES, CQLConfig, EncoderConfig, Objective, from_dict
+from robocds.cql import (
+    CQLTerms,
+    cql_terms,
+    data_action_values,
+    monte_carlo_returns,
+    next_state_values,
+    td_targets,
+)
 from robocds.datasets.schema import (
     BATCH_ACTION,
+    BATCH_EPISODE_SUCCESSES,
     BATCH_IMAGE,
     BATCH_NEXT_IMAGE,
     BATCH_NEXT_PROPRIO,
     BATCH_PROPRIO,
     BATCH_REWARDS,
+    BATCH_STEPS_TO_SUCCESS,
     BATCH_SUCCESSES,
 )
 from robocds.qnet import MultiTaskQNetwork, polyak_update
-from robocds.sharing import Routing, fixed_weights, relabel
+from robocds.sharing import Routing, fixed_weights, own_mask, relabel
 
 # (q_data [T, B, T] detached Q of the data actions, the training batch) -> Routing
 Router = Callable[[Tensor, Mapping[str, Tensor]], Routing]
@@ -75,6 +85,12 @@ class MultiTaskCQL(LightningModule):
     (inductor), forward and backward; the update's routing and loss maths stay eager. Meant for GPUs
     (``--config gpu``): on a 2-core CPU compiling took about 100 s and the compiled step was no faster
     (docs/PERFORMANCE.md). Only training compiles: evaluation and ``act`` rebuild the module eagerly.
+
+    ``objective``: ``"cql"`` (the above), or the reference methods ``"bc"`` / ``"filtered_bc"``: behaviour cloning
+    of each task's own data actions (filtered: of its own successful episodes only) with the Q-values read as
+    action logits (``robocds.bc``). They train the same network, act the same way and write the same
+    checkpoints; training uses neither the target pass nor the router. Validation logs the CQL terms of the
+    outputs read as Q-values in every objective (so ``val/td_loss`` exists); in BC, ``val/loss`` is BC's loss.
     """
 
     def __init__(
@@ -90,8 +106,11 @@ class MultiTaskCQL(LightningModule):
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
         compile: bool = False,
+        objective: Objective = "cql",
     ) -> None:
         super().__init__()
+        if objective not in OBJECTIVES:
+            raise ValueError(f"objective={objective!r}: must be one of {list(OBJECTIVES)}")
         for name, value in (("num_tasks", num_tasks), ("num_actions", num_actions), ("image_size", image_size)):
             if int(value) < 1:
                 raise ValueError(f"{name}={value}: must be >= 1")
@@ -120,6 +139,7 @@ class MultiTaskCQL(LightningModule):
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
         self.compile_networks = bool(compile)
+        self.objective = str(objective)
         self.q = MultiTaskQNetwork(
             self.encoder_config,
             image_size=self.image_size,
@@ -167,11 +187,29 @@ class MultiTaskCQL(LightningModule):
             # Routing reads the same forward pass, detached: no second encoder pass (min over heads = conservative).
             routing = router(data_action_values(q.detach(), batch[BATCH_ACTION]).min(dim=0).values, batch)
             rewards, dones = relabel(batch[BATCH_REWARDS], batch[BATCH_SUCCESSES], routing.zero_shared_rewards)
-            targets = td_targets(rewards, dones, next_values, cfg.gamma)
+            targets = td_targets(cfg.reward_scale * rewards, dones, next_values, cfg.gamma)
+            if cfg.mc_lower_bound:
+                returns = monte_carlo_returns(batch[BATCH_STEPS_TO_SUCCESS], cfg.gamma)
+                if routing.zero_shared_rewards:  # UDS: a shared transition's rewards are unknown, so is its return
+                    returns = returns * own_mask(t, returns.device)
+                targets = torch.maximum(targets, cfg.reward_scale * returns)
             if cfg.target_bounds is not None:
-                targets = targets.clamp(*cfg.target_bounds)
+                low, high = cfg.target_bounds
+                targets = targets.clamp(cfg.reward_scale * low, cfg.reward_scale * high)
         terms = cql_terms(q, batch[BATCH_ACTION], targets, routing.weights, cfg.alpha, cfg.td_loss)
         return terms, routing
+
+    def compute_bc_terms(self, batch: Mapping[str, Tensor]) -> BCTerms:
+        """Behaviour-cloning terms of a training-format batch (``robocds.bc``; filtered when the objective is
+        ``filtered_bc``): one online pass over the observations, no target pass; augments only in training."""
+        t, b = check_batch(batch, self.num_tasks, self.image_size, self.proprio_dim)
+        cfg = self.cql_config
+        images, proprio = flatten_rows(batch[BATCH_IMAGE]), flatten_rows(batch[BATCH_PROPRIO])
+        if self.training and cfg.augment_pad > 0:
+            images = random_shift(images, cfg.augment_pad, self._augment_generator(images.device))
+        q = self.q(images, proprio).float().view(cfg.num_q_heads, t, b, t, self.num_actions)
+        weights = bc_weights(batch[BATCH_EPISODE_SUCCESSES], filtered=self.objective == "filtered_bc")
+        return bc_terms(q, batch[BATCH_ACTION], weights)
 
     def _augment_generator(self, device: torch.device) -> torch.Generator:
         """The generator of this training batch's shifts, seeded from (seed, rank, batch count) alone."""
@@ -192,12 +230,16 @@ class MultiTaskCQL(LightningModule):
         self.augment_seed, self.augmented_batches = int(state["seed"]), int(state["batches"])
 
     def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
-        if self.router is None:
+        terms: CQLTerms | BCTerms
+        if self.objective != "cql":
+            terms = self.compute_bc_terms(batch)
+        elif self.router is None:
             raise RuntimeError(
                 "MultiTaskCQL has no data-sharing router: add robocds.callbacks.DataSharing(mode=...) to the "
                 "Trainer's callbacks (the CLI does this through its `sharing` section)"
             )
-        terms, _ = self.compute_terms(batch, self.router)
+        else:
+            terms, _ = self.compute_terms(batch, self.router)
         metrics = terms.metrics()
         self.log("train/loss", metrics.pop("loss"), prog_bar=True)
         self.log_dict({f"train/{name}": value for name, value in metrics.items()})
@@ -211,6 +253,8 @@ class MultiTaskCQL(LightningModule):
         # Greedy action of task i on task i's own data vs the data action (agreement with the behaviour policy).
         greedy = greedy.argmax(dim=-1).view(t, b, t).diagonal(dim1=0, dim2=2).transpose(0, 1)  # [T, B]
         metrics["val/action_agreement"] = (greedy == batch[BATCH_ACTION]).float().mean()
+        if self.objective != "cql":  # BC's own terms on held-out data; val/loss becomes the loss it optimises
+            metrics.update({f"val/{name}": value for name, value in self.compute_bc_terms(batch).metrics().items()})
         self.log_dict(metrics, on_epoch=True, sync_dist=True, batch_size=t * b)
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:

@@ -5,8 +5,8 @@
     robocds validate --config base --config cds --ckpt_path runs/cds/version_0/checkpoints/best.ckpt
 
 ``--config`` takes a path, or the name of a packaged config (``base``, ``no_sharing``, ``sharing_all``,
-``cds``, ``cds_percentile``, ``gpu``) when no such file exists. Besides the usual ``trainer``, ``model``
-and ``data`` sections, the CLI has:
+``cds``, ``cds_percentile``, ``bc``, ``filtered_bc``, ``gpu``) when no such file exists. Besides the usual
+``trainer``, ``model`` and ``data`` sections, the CLI has:
 
 - ``sharing``: the ``robocds.callbacks.DataSharing`` callback (mode none / all / cds / uds / share_successes,
   thresholds);
@@ -17,8 +17,9 @@ and ``data`` sections, the CLI has:
   improving, ``last.ckpt`` silently stayed at that early step;
 - ``run_name`` / ``runs_dir``: where logs go when ``trainer.logger`` is not set: the TensorBoard events,
   the resolved ``config.yaml`` and ``checkpoints/`` land in ``<runs_dir>/<run_name>/version_N``, the CSV
-  log in its ``csv/metrics.csv`` (``run_name`` defaults to the sharing mode). ``--trainer.default_root_dir``
-  is honoured as the runs folder when ``runs_dir`` is not given; giving both, different, is refused.
+  log in its ``csv/metrics.csv`` (``run_name`` defaults to the sharing mode; for behaviour cloning, to
+  ``model.objective``). ``--trainer.default_root_dir`` is honoured as the runs folder when ``runs_dir`` is
+  not given; giving both, different, is refused.
 
 ``robocds fit ... --ckpt_path <run>/checkpoints/last.ckpt`` resumes that run exactly (see
 ``robocds.train.resume``): when the checkpoint lies in ``<runs_dir>/<run_name>/version_N``, the run goes on
@@ -44,7 +45,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from robocds.callbacks import DataSharing
+from robocds.callbacks import DataSharing, check_objective_sharing
 from robocds.errors import USER_ERROR_STATUS, ConfigError, report_error, run_cli, user_error_in
 from robocds.module import MultiTaskCQL
 from robocds.train.layout import BEST_CHECKPOINT, CSV_FOLDER, LAST_CHECKPOINT, RunLayout
@@ -168,6 +169,9 @@ class RoboCDSCLI(LightningCLI):
             )
         if "weights_only" in section:
             section["weights_only"] = True  # explicit, whatever torch's default
+        model, sharing = section.get("model"), section.get("sharing")
+        if model is not None and sharing is not None:  # before any run folder is made (the callback checks it too)
+            check_objective_sharing(model.get("objective", "cql"), sharing.get("mode", "cds"))
         if section.get("ckpt_path"):
             # Before Lightning reads its hyperparameters: a bad file ends as one line naming it.
             self._checkpoint_step = checkpoint_step(section["ckpt_path"])
@@ -205,7 +209,9 @@ class RoboCDSCLI(LightningCLI):
         Resuming from a checkpoint of ``<runs_dir>/<run_name>/version_N``: that same folder, both logs
         continued from the checkpoint's step (what the interrupted process logged after it is dropped).
         """
-        name = self._get(self.config, "run_name") or self._get(self.config, "sharing").mode
+        objective = getattr(self._get(self.config, "model"), "objective", "cql")
+        default_name = self._get(self.config, "sharing").mode if objective == "cql" else objective
+        name = self._get(self.config, "run_name") or default_name
         root = self._runs_dir()
         resumed = self._resumed_run(RunLayout(Path(root), name))
         if resumed is None:

@@ -21,6 +21,7 @@ from robocds.datasets.schema import (
     BATCH_NEXT_PROPRIO,
     BATCH_PROPRIO,
     BATCH_REWARDS,
+    BATCH_STEPS_TO_SUCCESS,
     BATCH_SUCCESSES,
 )
 from robocds.datasets.streaming import StreamingMultiTaskDataset
@@ -41,6 +42,7 @@ def check_batch_format(batch: dict, num_tasks: int, batch_size: int, image_size:
         BATCH_REWARDS: (torch.float32, (t, b, t)),
         BATCH_SUCCESSES: (torch.float32, (t, b, t)),
         BATCH_EPISODE_SUCCESSES: (torch.float32, (t, b, t)),
+        BATCH_STEPS_TO_SUCCESS: (torch.float32, (t, b, t)),
     }
     for key, (dtype, shape) in expected.items():
         assert batch[key].dtype == dtype and tuple(batch[key].shape) == shape, key
@@ -55,7 +57,11 @@ def transition_table(root, tasks):
         for episode in load_task_episodes(str(root), manifest, name):
             # Computed here from the raw rewards, not with the loaders' helper: the episode's return for each task.
             episode_successes = (episode.task_rewards[:, columns].sum(axis=0) > 0).astype(np.float32)
+            solved = episode.task_successes[:, columns]
             for t in range(episode.length):
+                # Steps from t to the first later step that solves each task (inf: none), by direct search.
+                later = [np.flatnonzero(solved[t:, k]) for k in range(len(columns))]
+                steps = np.array([float(f[0]) if f.size else np.inf for f in later], dtype=np.float32)
                 image = np.ascontiguousarray(episode.frames[t].transpose(2, 0, 1))
                 table[(name, image.tobytes(), episode.proprio[t].tobytes())] = (
                     episode.frames[t + 1].transpose(2, 0, 1),
@@ -65,6 +71,7 @@ def transition_table(root, tasks):
                     episode.task_successes[t, columns].astype(np.float32),
                     episode.meta.episode,
                     episode_successes,
+                    steps,
                 )
     return table
 
@@ -75,13 +82,14 @@ def check_batch_content(batch: dict, tasks: list[str], table: dict, allowed: dic
         for b in range(batch[BATCH_ACTION].shape[1]):
             key = (name, batch[BATCH_IMAGE][t, b].numpy().tobytes(), batch[BATCH_PROPRIO][t, b].numpy().tobytes())
             assert key in table, f"row {t} holds a transition that is not task {name}'s"
-            next_image, next_proprio, action, rewards, successes, episode, episode_successes = table[key]
+            next_image, next_proprio, action, rewards, successes, episode, episode_successes, steps = table[key]
             assert np.array_equal(batch[BATCH_NEXT_IMAGE][t, b].numpy(), next_image)
             assert np.array_equal(batch[BATCH_NEXT_PROPRIO][t, b].numpy(), next_proprio)
             assert int(batch[BATCH_ACTION][t, b]) == action
             assert np.array_equal(batch[BATCH_REWARDS][t, b].numpy(), rewards)
             assert np.array_equal(batch[BATCH_SUCCESSES][t, b].numpy(), successes)
             assert np.array_equal(batch[BATCH_EPISODE_SUCCESSES][t, b].numpy(), episode_successes)
+            assert np.array_equal(batch[BATCH_STEPS_TO_SUCCESS][t, b].numpy(), steps)
             if allowed is not None:
                 assert episode in allowed[name], f"{name} episode {episode} should be held out"
 

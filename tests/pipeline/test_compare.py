@@ -58,13 +58,19 @@ def test_an_unreadable_manifest_ends_the_comparison_naming_file_and_field(datase
 def test_every_method_and_scale_config_is_a_packaged_training_config():
     import yaml
 
-    from robocds.callbacks import DataSharing
-    from robocds.pipeline.compare import METHODS
+    from robocds.callbacks import DataSharing, check_objective_sharing
+    from robocds.config import OBJECTIVES
+    from robocds.pipeline.compare import METHODS, NO_SHARING_METHODS
     from robocds.train.cli import CONFIG_DIR
 
     for method in METHODS:
         config = yaml.safe_load((CONFIG_DIR / f"{method}.yaml").read_text())
         DataSharing(**config["sharing"])  # a valid sharing section (the CLI's `sharing` is DataSharing's arguments)
+        check_objective_sharing(config.get("model", {}).get("objective", "cql"), config["sharing"]["mode"])
+    for method in ("bc", "filtered_bc"):  # the behaviour-cloning references: the objective, no sharing, own run name
+        config = yaml.safe_load((CONFIG_DIR / f"{method}.yaml").read_text())
+        assert config == {"run_name": method, "model": {"objective": method}, "sharing": {"mode": "none"}}
+        assert method in OBJECTIVES and method in NO_SHARING_METHODS
     assert yaml.safe_load((CONFIG_DIR / "uds.yaml").read_text())["sharing"] == {"mode": "uds"}
     for scale in SCALES.values():
         assert set(scale.methods) <= set(METHODS)
@@ -138,13 +144,29 @@ def test_concurrent_stages_get_one_thread_each_unless_the_user_set_threads(monke
 
 
 def test_the_evidence_scale_runs_every_method_on_the_cds_regime_recipe():
-    from robocds.pipeline.compare import METHODS
-
     evidence = SCALES["evidence"]
-    assert evidence.recipe == "benchmark_cpu_replay" and evidence.methods == METHODS
+    assert evidence.recipe == "benchmark_cpu_replay"
+    # The registered seven (docs/PREREGISTRATION.md), not every method robocds-compare knows.
+    assert evidence.methods == (
+        "no_sharing", "sharing_all", "cds", "cds_percentile", "uds", "share_successes", "cds_heldout"
+    )  # fmt: skip
     assert evidence.seeds == (0, 1, 2, 3, 4) and evidence.eval_episodes == 50 and evidence.jobs == 1
     assert with_overrides(evidence, jobs=2).jobs == 2
     some = dataclasses.replace(evidence, analyse_seeds=(0, 3))
     assert with_overrides(some, seeds=[3, 4]).analyse_seeds == (3,)  # the analysed seeds that still run
     with pytest.raises(ValueError, match="analyse_seeds=\\(7,\\)"):
         dataclasses.replace(evidence, analyse_seeds=(7,))
+
+
+def test_the_behaviour_cloning_references_run_only_when_named(tmp_path):
+    from robocds.pipeline.compare import main, plan
+
+    assert all("bc" not in scale.methods and "filtered_bc" not in scale.methods for scale in SCALES.values())
+    scale = with_overrides(SCALES["quick"], methods=["no_sharing", "bc", "filtered_bc"])
+    steps, _ = plan(scale, ExperimentLayout(tmp_path), ("lift-cube",), 1, 1, [])
+    train = {step.key: step.command for step in steps}["train-filtered_bc-seed0"]
+    assert train[train.index("--config", train.index("base")) + 1] == "filtered_bc"
+    with pytest.raises(SystemExit):  # --methods accepts the methods robocds-compare knows, and only those
+        main(["--methods", "bc", "dagger", "--out", str(tmp_path / "x")])
+    with pytest.raises(DatasetError, match="no-such-recipe"):  # bc parsed: it got as far as loading the recipe
+        main(["--methods", "bc", "filtered_bc", "--recipe", "no-such-recipe", "--out", str(tmp_path / "x")])

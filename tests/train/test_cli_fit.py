@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 
+from robocds.checkpoint import load_module
 from robocds.module import MultiTaskCQL
 from robocds.train.cli import CONFIG_DIR, RoboCDSCLI, resolve_config_args
 
@@ -68,6 +69,8 @@ def read_metrics(run_dir: Path) -> list[dict[str, str]]:
         (["--sharing.mode=uds"], "uds"),
         (["--config", "share_successes"], "share_successes"),
         (["--config", "cds_heldout"], "cds_heldout"),
+        (["--config", "bc"], "bc"),
+        (["--config", "filtered_bc"], "filtered_bc"),
     ],
 )
 def test_fit_in_every_mode(base_config: str, tmp_path: Path, method: list[str], run_name: str) -> None:
@@ -79,7 +82,23 @@ def test_fit_in_every_mode(base_config: str, tmp_path: Path, method: list[str], 
     assert list(run.glob("events.out.tfevents.*"))
     rows = read_metrics(run)
     columns = set(rows[0])
-    assert {"train/loss", "train/td_loss", "train/cql_loss", "train/q_data", "val/td_loss"} <= columns
+    assert {"train/loss", "val/loss", "val/td_loss", "val/action_agreement"} <= columns  # best.ckpt: val/td_loss
+    if cli.model.objective != "cql":  # behaviour cloning: its own terms, no router, no sharing scalars
+        assert {"train/cross_entropy", "train/accuracy", "train/used_fraction", "val/cross_entropy"} <= columns
+        assert "train/td_loss" not in columns and not any(c.startswith("sharing/") for c in columns)
+        used = [float(r["train/used_fraction"]) for r in rows if r.get("train/used_fraction")]
+        if cli.model.objective == "bc":
+            assert used and all(u == 1.0 for u in used)
+        else:  # own transitions of successful episodes only (rewarded ones here, about 1 in 5)
+            assert used and all(0.0 <= u < 1.0 for u in used) and max(used) > 0.0
+        last = run / "checkpoints" / "last.ckpt"
+        assert torch.load(last, weights_only=True, map_location="cpu")["hyper_parameters"]["objective"] == run_name
+        model = load_module(last)  # as robocds-eval loads a policy
+        assert model.objective == run_name
+        actions = model.act(torch.randint(0, 255, (6, 32, 32, 3), dtype=torch.uint8).numpy(), torch.rand(6, 4))
+        assert actions.shape == (6, 3) and int(actions.max()) < 5
+        return
+    assert {"train/td_loss", "train/cql_loss", "train/q_data"} <= columns
     assert "sharing/tiny-0/tiny-1" in columns and "sharing/shared_fraction" in columns
     fractions = [float(r["sharing/shared_fraction"]) for r in rows if r.get("sharing/shared_fraction")]
     mode = cli.config.fit.sharing.mode
@@ -94,6 +113,14 @@ def test_fit_in_every_mode(base_config: str, tmp_path: Path, method: list[str], 
     # The model got its shapes and names from the data module.
     assert cli.model.hparams["task_names"] == ["tiny-0", "tiny-1", "tiny-2"]
     assert cli.model.num_actions == 5 and cli.model.image_size == 32
+
+
+def test_bc_refuses_a_sharing_mode_it_would_ignore(base_config: str, tmp_path: Path) -> None:
+    from robocds.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"model.objective='filtered_bc' .* sharing.mode='cds' would be ignored"):
+        fit(base_config, ["--config", "filtered_bc", "--config", "cds"], tmp_path / "runs")
+    assert not (tmp_path / "runs").exists()  # refused while parsing, before any run folder is made
 
 
 def test_heatmap_reaches_tensorboard_and_config_is_saved(base_config: str, tmp_path: Path) -> None:
