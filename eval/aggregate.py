@@ -179,7 +179,7 @@ def performance_profiles(
 
 def _save(fig: plt.Figure, path: str | Path) -> Path:
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=130, bbox_inches="tight")
+        fig.savefig(tmp, dpi=130, bbox_inches="tight", metadata={"Software": None})  # bytes independent of the version
     plt.close(fig)
     return Path(path)
 

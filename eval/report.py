@@ -31,6 +31,9 @@ from robocds.eval.stats import mean_interval, wilson_interval  # noqa: E402
 from robocds.files import atomic_path, write_text_atomic  # noqa: E402
 
 AVERAGE = "average"
+# No "Software" (matplotlib's version) in the PNGs: the same report reads the same, byte for byte, wherever the
+# rendering is the same.
+PNG_METADATA = {"Software": None}
 
 
 def load_summaries(folders: list[str | Path]) -> list[dict]:
@@ -148,7 +151,7 @@ def bar_chart(comparison: dict, path: str | Path) -> Path:
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120)
+        fig.savefig(tmp, dpi=120, metadata=PNG_METADATA)
     plt.close(fig)
     return Path(path)
 
@@ -163,7 +166,19 @@ def report(
 ) -> dict:
     """Compare the evaluation ``folders``; the aggregate section covers ``methods`` (default: every label),
     over all tasks and each of ``groups``, with ``reps`` bootstrap replicates drawn from ``seed``."""
-    summaries = load_summaries(folders)
+    return report_summaries(load_summaries(folders), out_dir, groups, methods, reps, seed)
+
+
+def report_summaries(
+    summaries: list[dict],
+    out_dir: str | Path,
+    groups: dict[str, tuple[str, ...]] | None = None,
+    methods: list[str] | None = None,
+    reps: int = DEFAULT_REPS,
+    seed: int = 0,
+) -> dict:
+    """``report`` of evaluation summaries already read (each with its ``_folder``, as ``load_summaries`` gives:
+    the name ``report.json`` lists it under). The same summaries give the same files, byte for byte."""
     comparison = compare(summaries)
     out = Path(out_dir)
     comparison["aggregate"] = aggregate_section(summaries, out, groups, methods, reps=reps, seed=seed)

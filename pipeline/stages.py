@@ -7,7 +7,8 @@ before the next training). With one job a stage's output goes to the terminal as
 with more, each stage writes ``<log_dir>/<key>.log`` (two progress bars on one terminal are
 unreadable) and a failed stage's last lines are printed. After a failure no new stage starts; the
 running ones are let finish (their outputs are kept for the resume), then the failure is raised as
-``subprocess.CalledProcessError``.
+``subprocess.CalledProcessError``. A stage may also be an ``action``: quick bookkeeping run in this process
+when its stages are done (writing a finished run's record); an action that fails is raised as it is.
 """
 
 from __future__ import annotations
@@ -25,21 +26,26 @@ LOG_TAIL_LINES = 20  # lines of a failed stage's log printed with its error
 
 @dataclass(frozen=True)
 class Step:
-    """One stage: ``command`` makes ``output`` (or, with ``marker``, ``output`` is touched when it succeeds)."""
+    """One stage: ``command`` (or ``action``) makes ``output`` (or, with ``marker``, ``output`` is touched when it
+    succeeds)."""
 
     key: str  # unique within a plan; names the stage's log file
     title: str  # what the progress line says
     output: Path  # exists: the stage is done
-    command: tuple[str, ...]
+    command: tuple[str, ...] = ()
     marker: bool = False
     after: tuple[str, ...] = ()  # keys of the stages that must be done first (earlier in the plan)
     prepare: Callable[[], None] | None = None  # called just before the command starts
+    # Instead of a command: quick bookkeeping run in this process (such as writing a finished run's record).
+    action: Callable[[], None] | None = None
 
     def __post_init__(self) -> None:
         if not self.key or "/" in self.key:
             raise ValueError(f"key={self.key!r}: must be a non-empty name without '/'")
         if self.key in self.after:
             raise ValueError(f"step {self.key!r} cannot come after itself")
+        if bool(self.command) == (self.action is not None):
+            raise ValueError(f"step {self.key!r}: needs a command or an action, and not both")
 
 
 class Process(Protocol):
@@ -119,7 +125,7 @@ class Scheduler:
         self.total = self.total or len(steps)
         pending, done = list(steps), set()
         running: dict[str, tuple[Step, Process, IO[Any] | None, float]] = {}
-        failure: subprocess.CalledProcessError | None = None
+        failure: Exception | None = None
         while pending or running:
             while failure is None and len(running) < self.jobs:
                 ready = next((s for s in pending if all(key in done for key in s.after)), None)
@@ -130,6 +136,13 @@ class Scheduler:
                     self.finished += 1
                     done.add(ready.key)
                     self.progress(f"{ready.title}: already done ({ready.output})")
+                    continue
+                if ready.action is not None:
+                    self.progress(ready.title, self.finished + len(running) + 1)
+                    failure = self._act(ready)
+                    self.finished += 1
+                    if failure is None:
+                        done.add(ready.key)
                     continue
                 log = self.log_path(ready)
                 self.progress(ready.title + (f" (log: {log})" if log else ""), self.finished + len(running) + 1)
@@ -152,6 +165,16 @@ class Scheduler:
                     self.progress(f"done: {step.title} ({(time.perf_counter() - started) / 60:.1f} min)")
         if failure is not None:
             raise failure
+
+    def _act(self, step: Step) -> Exception | None:
+        """Run ``step``'s action; its exception (raised once nothing runs), or None when it made its output."""
+        try:
+            step.action()
+            self._finish(step, 0)
+        except Exception as error:  # re-raised by ``run`` once the running stages have ended
+            self.progress(f"FAILED: {step.title} ({type(error).__name__})")
+            return error
+        return None
 
     def _wait(self, running: Mapping[str, tuple[Step, Process, Any, float]]) -> list[tuple[str, int]]:
         """Block until at least one running command has ended; their (key, exit code)."""

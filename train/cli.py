@@ -48,10 +48,9 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from robocds.callbacks import DataSharing, check_objective_sharing
 from robocds.errors import USER_ERROR_STATUS, ConfigError, report_error, run_cli, user_error_in
 from robocds.module import MultiTaskCQL
-from robocds.train.layout import BEST_CHECKPOINT, CSV_FOLDER, LAST_CHECKPOINT, RunLayout
+from robocds.train.layout import BEST_CHECKPOINT, CONFIG_DIR, CSV_FOLDER, LAST_CHECKPOINT, RunLayout
 from robocds.train.resume import ContinuedCSVLogger, ExactResume, checkpoint_step
 
-CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULT_RUNS_DIR = "runs"
 LINKED_FROM_DATA = ("num_tasks", "num_actions", "image_size", "proprio_dim", "task_names", "env")
 CHECKPOINT_DEFAULTS = {

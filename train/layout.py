@@ -20,6 +20,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # the packaged training configs (``--config NAME``)
+CONFIG_FILE = "config.yaml"  # the resolved configuration, in the run's folder
 CSV_FOLDER = "csv"  # the CSVLogger's version folder inside the TensorBoard run
 METRICS_FILE = "metrics.csv"
 STEP_COLUMN = "step"  # the optimizer step of a CSVLogger row
@@ -57,6 +59,10 @@ class RunLayout:
         return Path(self.runs_dir) / self.run_name / f"version_{self.version}"
 
     @property
+    def config(self) -> Path:
+        return self.folder / CONFIG_FILE
+
+    @property
     def last_checkpoint(self) -> Path:
         return self.folder / CHECKPOINT_FOLDER / f"{LAST_CHECKPOINT}.ckpt"
 
@@ -67,6 +73,15 @@ class RunLayout:
     @property
     def metrics_csv(self) -> Path:
         return self.folder / CSV_FOLDER / METRICS_FILE
+
+
+def packaged_config(value: str) -> Path | None:
+    """The file ``--config VALUE`` of ``robocds fit`` reads: VALUE itself when it is a path, else the packaged
+    ``configs/VALUE`` or ``configs/VALUE.yaml`` (None when there is none)."""
+    for candidate in (Path(value), CONFIG_DIR / value, CONFIG_DIR / f"{value}.yaml"):
+        if candidate.is_file():
+            return candidate
+    return None
 
 
 def logged_series(metrics_csv: Path, prefix: str = "") -> dict[str, list[float]]:

@@ -137,3 +137,29 @@ def test_bad_plans_are_refused_by_name(tmp_path):
         Step("x/y", "x", tmp_path, ("x",))
     with pytest.raises(ValueError, match="jobs=2: concurrent stages need a log_dir"):
         Scheduler(2)
+
+
+def test_an_action_runs_in_this_process_after_its_stages_and_a_failing_one_stops_the_plan(tmp_path):
+    steps, seen = comparison_plan(tmp_path), []
+
+    def record() -> None:
+        seen.extend(world.ended)
+        (tmp_path / "record-a").write_text("recorded")
+
+    steps.append(Step("record-a", "record a", tmp_path / "record-a", action=record, after=("eval-a", "analyse-a")))
+    world = FakeWorld(steps)
+    Scheduler(2, tmp_path / "logs", launch=world.launch, poll_seconds=0).run(steps)
+    assert "record-a" not in world.started and {"eval-a", "analyse-a"} <= set(seen)
+
+    def broken() -> None:
+        raise OSError("disk full")
+
+    (tmp_path / "again").mkdir()
+    steps = comparison_plan(tmp_path / "again")
+    steps.insert(4, Step("record-a", "record a", tmp_path / "again" / "record-a", action=broken, after=("eval-a",)))
+    world = FakeWorld(steps)
+    with pytest.raises(OSError, match="disk full"):
+        Scheduler(1, launch=world.launch, poll_seconds=0).run(steps)
+    assert world.started == ["generate", "reference", "train-a", "eval-a"]  # nothing new after the failure
+    with pytest.raises(ValueError, match="'x': needs a command or an action, and not both"):
+        Step("x", "x", tmp_path)
