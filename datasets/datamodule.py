@@ -223,6 +223,7 @@ class OfflineDataModule(pl.LightningDataModule):
         self.train_replay: MultiTaskReplay | None = None
         self.val_replay: MultiTaskReplay | None = None
         self._is_set_up = False
+        self._held_out_transitions: dict[str, int] = {}  # streaming: what the training stream never sees
         self._train_loader: _EpochLoader | None = None
         self._loader_state: dict[str, int] | None = None  # restored from a checkpoint, applied to the next loader
 
@@ -298,6 +299,8 @@ class OfflineDataModule(pl.LightningDataModule):
                 # Without held-out episodes, validate on the first shard's worth of training episodes.
                 wanted = val_range if len(val_range) else range(self.manifest.task(name).shards[0].samples)
                 per_task.append(load_task_episodes(s.root, self.manifest, name, wanted, check_hash=s.verify))
+                if len(val_range):
+                    self._held_out_transitions[name] = sum(e.length for e in per_task[-1])
             self.val_replay = replay_from_episodes(per_task, self._task_names, self.manifest.reward_tasks)
 
     def train_dataloader(self) -> torch.utils.data.DataLoader:
@@ -317,6 +320,15 @@ class OfflineDataModule(pl.LightningDataModule):
                         raise ConfigError(
                             f"resampled=False: task {name} has {shards} shard(s), fewer than {world} process(es) x "
                             f"{max(1, s.num_workers)} worker(s); use resampled=True or fewer workers"
+                        )
+                    # Batches are whole (never partial): a stream of fewer transitions never yields one and the
+                    # repeated pass would spin for ever.
+                    training = self.manifest.task(name).transitions - self._held_out_transitions.get(name, 0)
+                    if training < s.batch_size:
+                        raise ConfigError(
+                            f"resampled=False: task {name} has {training} training transition(s), fewer than "
+                            f"batch_size={s.batch_size}: no batch could ever be drawn; use resampled=True or a "
+                            "smaller batch_size"
                         )
             dataset = StreamingMultiTaskDataset(
                 s.root,

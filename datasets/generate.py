@@ -249,7 +249,7 @@ def generate(
         total=total_episodes,
         unit="ep",
         desc=f"generate {recipe.name}",
-        disable=not progress,
+        disable=None if progress else True,  # None: only on a terminal (no bars in a log file)
         smoothing=0.05,
         dynamic_ncols=True,
     )

@@ -332,7 +332,7 @@ def verify_dataset(root: str, manifest: Manifest | None = None, progress: bool =
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=total, unit="shard", desc="verify")
+        bar = tqdm(total=total, unit="shard", desc="verify", disable=None)  # None: only on a terminal
     for i, task in enumerate(manifest.tasks):
         if not is_url(root):
             listed = {Path(s.path).name for s in task.shards}

@@ -203,7 +203,9 @@ def export_minari(
     except ValueError as err:
         raise ValueError(f"namespace {namespace!r}: not a valid Minari namespace ({err})") from None
 
-    out = Path(out)
+    # Absolute: Minari joins the file names it writes onto MINARI_DATASETS_PATH, which it also prefixes
+    # itself, so a relative root would be resolved twice (minari_datasets/.../minari_datasets/...).
+    out = Path(out).absolute()
     if out.exists() and not out.is_dir():
         raise DatasetError("exists and is not a folder", str(out))
     out.mkdir(parents=True, exist_ok=True)
@@ -230,7 +232,9 @@ def export_minari(
     if progress and todo:
         from tqdm import tqdm
 
-        bar = tqdm(total=sum(manifest.task(name).episodes for name in todo), unit="episode", desc="export")
+        bar = tqdm(
+            total=sum(manifest.task(name).episodes for name in todo), unit="episode", desc="export", disable=None
+        )
 
     def step(task: str, index: int) -> None:
         if bar is not None:

@@ -11,8 +11,8 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import pybullet_data
-from pybullet_utils.bullet_client import BulletClient
+
+from robocds.envs.bullet import BulletClient, pybullet_data
 
 ARM_JOINTS = (0, 1, 2, 3, 4, 5, 6)
 WRIST_LINK = 6  # lbr_iiwa_link_7: the link whose position the IK targets

@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 import numpy as np
-from pybullet_utils.bullet_client import BulletClient
 
+from robocds.envs.bullet import BulletClient
 from robocds.envs.suite import CAMERAS, DEFAULT_ENV, MIN_IMAGE_SIZE, RENDERERS
 
 

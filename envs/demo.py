@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError(f"oracle noise: {err}") from None
     out = output_dir(args.out)
     rows, records = [], []
-    with tqdm(total=len(args.tasks) * args.episodes, desc="oracle episodes", unit="ep") as bar:
+    with tqdm(total=len(args.tasks) * args.episodes, desc="oracle episodes", unit="ep", disable=None) as bar:
         for name in args.tasks:
             env = ManipulationEnv(name, image_size=args.image_size)
             oracle = ScriptedOracle(get_task(name), noise, seed=args.seed)

@@ -9,11 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import pybullet
-import pybullet_data
-from pybullet_utils.bullet_client import BulletClient
 
 from robocds.envs.arm import FINGER_LINKS, GRASP_POINT_OFFSET, ArmLimits, KukaGripperArm
+from robocds.envs.bullet import QuietBulletClient, pybullet_data
 from robocds.envs.camera import load_egl
 from robocds.envs.suite import DEFAULT_ENV
 
@@ -99,7 +97,7 @@ class TabletopScene:
     def __init__(
         self, substeps: int = DEFAULT_ENV.substeps, arm_limits: ArmLimits = ArmLimits(), egl: bool = False
     ) -> None:
-        self.client = BulletClient(connection_mode=pybullet.DIRECT)
+        self.client = QuietBulletClient()
         self.substeps = substeps
         c = self.client
         if egl:

@@ -118,7 +118,7 @@ def rollout(
     videos: dict[tuple[str, int], EpisodeFrames] = {}
     with (
         WorkerPool(workers, settings, envs_per_worker) as pool,
-        tqdm(total=len(jobs), desc="evaluation", unit="ep", disable=not progress) as bar,
+        tqdm(total=len(jobs), desc="evaluation", unit="ep", disable=None if progress else True) as bar,
     ):
         running: dict[int, _Running] = {}
 
@@ -344,6 +344,21 @@ def check_tasks(tasks: Sequence[str] | None, policy: Policy) -> list[str]:
     return list(tasks or policy.task_names)
 
 
+def check_no_earlier_evaluation(out: Path, overwrite: bool) -> None:
+    """Refuse an ``out`` that holds an earlier evaluation, unless ``overwrite``: then its old videos go (the
+    new ones are named by outcome, so an old one could otherwise sit beside the new one of the same episode)."""
+    earlier = [name for name in (SUMMARY_FILE, TABLE_FILE) if (out / name).exists()]
+    if not earlier:
+        return
+    if not overwrite:
+        raise ConfigError(
+            f"--out {str(out)!r}: holds an earlier evaluation ({', '.join(earlier)}); "
+            "give --overwrite to replace it, or choose another --out"
+        )
+    for video in (out / "videos").glob("*.mp4"):
+        video.unlink()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="robocds-eval", description="Roll a trained policy out in the simulated arm and report success."
@@ -369,6 +384,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--renderer", choices=RENDERERS, help=f"{default} {DEFAULT_ENV.renderer}")
     parser.add_argument("--label", help="name of this run in reports (default: the policy's name)")
     parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help=f"replace an earlier evaluation in --out ({SUMMARY_FILE}, {TABLE_FILE}, videos); without it, refused",
+    )
+    parser.add_argument(
         "--threads",
         type=int_at_least(1),
         default=POLICY_THREADS,
@@ -381,6 +401,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Everything is checked before the first rollout: output folder, policy (checkpoint), tasks, env settings.
     out = output_dir(args.out)
+    check_no_earlier_evaluation(out, args.overwrite)
     if args.checkpoint and args.policy:
         raise ConfigError("--checkpoint / --policy: give one of them, not both")
     torch.set_num_threads(args.threads)

@@ -660,6 +660,20 @@ def with_overrides(
     )
 
 
+def check_training_arguments(scale: Scale, out: Path, extra: list[str]) -> None:
+    """Every method's ``robocds fit`` command line, checked before the first stage (it parses and the data
+    settings pass), so that a bad argument after ``--`` is refused before the dataset is generated."""
+    from robocds.train.cli import check_fit_arguments
+
+    configs = [arg for config in scale.train_configs for arg in ("--config", config)]
+    data = str(ExperimentLayout(out).data)
+    for method in scale.methods:
+        try:
+            check_fit_arguments(["--config", "base", "--config", method, *configs, "--data.root", data, *extra])
+        except ConfigError as err:
+            raise ConfigError(f"training arguments (after --) for {method}: {err}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="robocds-compare", description="Generate, train every method and seed, evaluate, and report."
@@ -722,6 +736,7 @@ def main(argv: list[str] | None = None) -> int:
             args.bootstrap_seed,
         )  # fmt: skip
         return 0
+    check_training_arguments(scale, out, args.train_args)
     start = time.perf_counter()
     try:
         run_comparison(scale, out, args.workers, args.train_args, args.bootstrap_reps, args.bootstrap_seed, study=study)

@@ -10,6 +10,7 @@ truncated archive), holding objects only a full unpickle could build, or not a `
 from __future__ import annotations
 
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,16 @@ def _first_line(error: BaseException) -> str:
     return lines[0] if lines else type(error).__name__
 
 
+def _refusal_reason(error: BaseException) -> str:
+    """What torch's weights-only unpickler refused (``Unsupported global: GLOBAL getattr``), without its advice:
+    torch's message offers to retry with ``weights_only=False``, the unsafe path a user must not be sent down."""
+    found = re.search(r"WeightsUnpickler error: ([^\n]*)", str(error))
+    if found is None:
+        return "weights_only=True"
+    reason = re.split(r" was not an allowed global|\. Please |\. Check ", found.group(1), maxsplit=1)[0]
+    return f"weights_only=True: {reason.strip().rstrip('.')}"
+
+
 def check_checkpoint_file(path: str | Path) -> Path:
     """``path`` if it is a file that starts like a torch checkpoint; a ``CheckpointError`` otherwise (cheap)."""
     file = Path(path)
@@ -40,15 +51,30 @@ def check_checkpoint_file(path: str | Path) -> Path:
     return file
 
 
+def check_checksums(file: Path) -> None:
+    """Every member's CRC-32 (the zip archive torch.save writes records one per member), which ``torch.load``
+    never compares: a byte changed inside a tensor would otherwise be loaded and used without a word."""
+    try:
+        with zipfile.ZipFile(file) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:
+        raise CheckpointError(f"{file}: not a checkpoint: damaged or truncated ({_first_line(err)})") from None
+    if bad is not None:
+        raise CheckpointError(
+            f"{file}: damaged: member {bad!r} does not match the checksum recorded for it (a changed byte)"
+        )
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """The checkpoint's contents, loaded with ``weights_only=True``; it must be a Lightning checkpoint."""
     file = check_checkpoint_file(path)
+    check_checksums(file)
     try:
         data = torch.load(file, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         raise CheckpointError(
             f"{file}: refused: it holds Python objects that only a full unpickle could build, which could run code "
-            f"(weights_only=True: {_first_line(err)})"
+            f"({_refusal_reason(err)})"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as err:
         raise CheckpointError(f"{file}: not a checkpoint: damaged or truncated ({_first_line(err)})") from None

@@ -33,20 +33,31 @@ so they are never typed twice and every checkpoint carries them.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from lightning.pytorch import LightningDataModule, Trainer
+from lightning.pytorch import Callback, LightningDataModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from robocds.callbacks import DataSharing, check_objective_sharing
-from robocds.errors import USER_ERROR_STATUS, ConfigError, report_error, run_cli, user_error_in
+from robocds.errors import (
+    INTERRUPTED_STATUS,
+    USER_ERROR_STATUS,
+    ConfigError,
+    UserError,
+    report_error,
+    run_cli,
+    user_error_in,
+)
 from robocds.module import MultiTaskCQL
 from robocds.train.layout import BEST_CHECKPOINT, CONFIG_DIR, CSV_FOLDER, LAST_CHECKPOINT, RunLayout
 from robocds.train.resume import ContinuedCSVLogger, ExactResume, checkpoint_step
@@ -68,6 +79,72 @@ CHECKPOINT_DEFAULTS = {
 
 
 PROG = "robocds"
+# Lightning's start-up lines ("GPU available: ...", "TPU available: ...", its tips) and the seed line (the seed
+# is in the run's config.yaml): held back until the first batch is asked for, so an error in the data or the
+# settings found before it is the only line on stderr.
+_STARTUP_LOGGER = "lightning.pytorch.utilities.rank_zero"
+_SEED_LOGGER = "lightning.fabric.utilities.seed"
+
+
+class HoldStartupLines(logging.Filter, Callback):
+    """Holds the INFO records of Lightning's rank-zero logger until a loop starts, then lets them through."""
+
+    def __init__(self) -> None:
+        logging.Filter.__init__(self)
+        self.held: list[logging.LogRecord] | None = []
+        logger = logging.getLogger(_STARTUP_LOGGER)
+        for stale in [f for f in logger.filters if isinstance(f, HoldStartupLines)]:  # an earlier CLI's, in-process
+            logger.removeFilter(stale)
+        logger.addFilter(self)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.held is None or record.levelno > logging.INFO:
+            return True
+        self.held.append(record)
+        return False
+
+    def release(self, *args: Any) -> None:
+        held, self.held = self.held, None
+        logger = logging.getLogger(_STARTUP_LOGGER)
+        logger.removeFilter(self)
+        for record in held or []:
+            logger.handle(record)
+
+    def on_validation_start(self, trainer: Trainer, pl_module: Any) -> None:
+        if not trainer.sanity_checking:  # a fit's sanity check runs before its training data is loaded
+            self.release()
+
+    on_train_start = on_test_start = on_predict_start = release
+
+
+TERMINATED_STATUS = 143  # 128 + SIGTERM: what a scheduler that pre-empted the job expects to see
+
+
+class StopOnSignal(Callback):
+    """SIGTERM (a scheduler's pre-emption): Lightning finishes the batch and stops; this saves ``last.ckpt`` at
+    that step (atomically) so that ``--ckpt_path <run>/checkpoints/last.ckpt`` goes on from it. Ctrl-C: no
+    checkpoint (the last epoch's ``last.ckpt`` stays). ``main`` turns either into its exit status."""
+
+    stopped: str | None = None  # "sigterm" or "sigint", class-wide: the CLI copies its callbacks
+    saved: str | None = None
+
+    def on_exception(self, trainer: Trainer, pl_module: Any, exception: BaseException) -> None:
+        if isinstance(exception, KeyboardInterrupt):
+            StopOnSignal.stopped = "sigint"
+        if not isinstance(exception, SIGTERMException):
+            return
+        StopOnSignal.stopped = "sigterm"
+        last = next(
+            (cb for cb in trainer.checkpoint_callbacks if getattr(cb, "filename", None) == LAST_CHECKPOINT), None
+        )
+        if last is None or last.dirpath is None:
+            return
+        path = os.path.join(last.dirpath, LAST_CHECKPOINT + last.FILE_EXTENSION)
+        partial = path + ".partial"
+        trainer.save_checkpoint(partial)
+        if trainer.is_global_zero:
+            os.replace(partial, path)  # a kill during the save leaves the previous last.ckpt whole
+            StopOnSignal.saved = path
 
 
 def condense_parser_message(message: str) -> str:
@@ -140,7 +217,17 @@ class RoboCDSCLI(LightningCLI):
         kwargs.setdefault("auto_configure_optimizers", False)
         kwargs.setdefault("seed_everything_default", 0)
         defaults = kwargs.setdefault("trainer_defaults", {})
-        defaults["callbacks"] = [*_as_list(defaults.get("callbacks")), ExactResume()]
+        defaults["callbacks"] = [
+            *_as_list(defaults.get("callbacks")),
+            ExactResume(),
+            HoldStartupLines(),
+            StopOnSignal(),
+        ]
+        # Progress bars are for a terminal: into a log file they are carriage-return noise.
+        defaults.setdefault("enable_progress_bar", sys.stdout.isatty() and sys.stderr.isatty())
+        logging.getLogger(_SEED_LOGGER).setLevel(logging.WARNING)
+        # Lightning's own use of a torch API torch deprecated: nothing a user can act on.
+        warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
         super().__init__(*args, **kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -258,14 +345,68 @@ def _packaged_config(value: str) -> str:
     return value
 
 
+class _CheckOnlyCLI(RoboCDSCLI):
+    """Parses a command line and checks the data module's settings; builds nothing (no dataset is read)."""
+
+    def instantiate_classes(self) -> None:
+        section = self.config.get(self.subcommand) if self.subcommand else self.config
+        data = section.get("data") if section is not None else None
+        if data is None or getattr(data, "class_path", None) != "robocds.datasets.datamodule.OfflineDataModule":
+            return
+        import inspect
+
+        from robocds.datasets.datamodule import DataSettings, OfflineDataModule
+
+        given = dict(vars(data.init_args))
+        defaults = {
+            name: p.default
+            for name, p in inspect.signature(OfflineDataModule).parameters.items()
+            if p.default is not p.empty
+        }
+        values = {**defaults, **{k: v for k, v in given.items() if v is not None}}
+        fields = {name: values.get(name) for name in DataSettings.__dataclass_fields__}
+        fields.update(root=str(values.get("root") or "<root>"), seed=values.get("seed") or 0)
+        fields["val_batch_size"] = fields["val_batch_size"] or fields["batch_size"]
+        DataSettings(**fields)  # a ConfigError naming the field and value, as the fit would raise it
+
+
+def check_fit_arguments(args: Sequence[str]) -> None:
+    """Check a ``robocds fit`` command line before any work it depends on (a dataset still to be generated):
+    it parses (flags, types, config files) and the data module's settings pass their checks. A problem is a
+    ``ConfigError`` naming the flag or field; nothing is built, read or written."""
+    args = list(args)[1:] if list(args)[:1] == ["fit"] else list(args)  # run=False: a parser without subcommands
+    args = [arg for i, arg in enumerate(args) if arg != "--ckpt_path" and args[i - 1 : i] != ["--ckpt_path"]]
+    try:
+        with warnings.catch_warnings():  # in-process with args of its own: Lightning's and jsonargparse's notes
+            warnings.simplefilter("ignore")
+            _CheckOnlyCLI(args=resolve_config_args(args), run=False, parser_kwargs={"exit_on_error": False})
+    except UserError:
+        raise
+    except Exception as err:  # noqa: BLE001 - jsonargparse's parse error: reported as the fit would
+        cause = user_error_in(err)
+        raise ConfigError(str(cause) if cause is not None else condense_parser_message(str(err))) from None
+
+
 def main(args: Sequence[str] | None = None) -> None:
-    """Run the CLI (``args=None``: the command line)."""
-    if args is None:
-        # Rewritten in place: Lightning's DDP launcher re-runs sys.argv for the other ranks.
-        sys.argv[1:] = resolve_config_args(sys.argv[1:])
-        RoboCDSCLI()
-    else:
-        RoboCDSCLI(args=resolve_config_args(list(args)))
+    """Run the CLI (``args=None``: the command line). SIGTERM: ``last.ckpt`` saved, exit 143; Ctrl-C: exit 130."""
+    StopOnSignal.stopped = StopOnSignal.saved = None
+    try:
+        if args is None:
+            # Rewritten in place: Lightning's DDP launcher re-runs sys.argv for the other ranks.
+            sys.argv[1:] = resolve_config_args(sys.argv[1:])
+            RoboCDSCLI()
+        else:
+            RoboCDSCLI(args=resolve_config_args(list(args)))
+    except SystemExit as stop:  # Lightning ends a fit by SIGTERM (SIGTERMException) or Ctrl-C (exit 1) so
+        if StopOnSignal.stopped == "sigterm":
+            where = f"{StopOnSignal.saved} saved; resume with --ckpt_path {StopOnSignal.saved}"
+            print(f"{PROG}: stopped by SIGTERM: {where if StopOnSignal.saved else 'no checkpoint saved'}",
+                  file=sys.stderr, flush=True)  # fmt: skip
+            raise SystemExit(TERMINATED_STATUS) from None
+        if StopOnSignal.stopped == "sigint":
+            print(f"{PROG}: interrupted", file=sys.stderr, flush=True)
+            raise SystemExit(INTERRUPTED_STATUS) from None
+        raise stop
 
 
 def cli() -> None:

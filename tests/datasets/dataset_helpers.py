@@ -63,12 +63,24 @@ def edit_manifest(root: Path, change: Callable[[dict], None]) -> None:
     path.write_text(json.dumps(data))
 
 
+def default_sigint() -> None:
+    """In a child, before it starts: Ctrl-C handled as usual. A suite run as a background job (``&``) hands its
+    children an ignored SIGINT, and a Python started so never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def interrupt_when(
     command: Sequence[str], ready: Callable[[], bool], sig: int, timeout: float = 120.0
 ) -> tuple[int, bytes]:
     """Run ``command`` in its own process group, send ``sig`` to the group once ``ready()`` holds, and
     return (exit status, stderr). Fails if the command ends, or ``timeout`` passes, before it is ready."""
-    proc = subprocess.Popen(command, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        command,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=default_sigint,
+    )
     try:
         deadline = time.monotonic() + timeout
         while not ready():

@@ -126,9 +126,26 @@ def test_interrupted_run_resumes_to_the_same_dataset(tiny_recipe, tmp_path, sig)
     rerun = subprocess.run(_cli(recipe_path, root, "--workers", "1"), capture_output=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr.decode()
     assert f"{len(recorded)} kept from an earlier run" in rerun.stdout.decode()
-    assert "ep/s" in rerun.stderr.decode()  # the progress bar reports episodes/s
+    assert "episodes/s" in rerun.stdout.decode()  # the closing line reports episodes/s
+    assert "\r" not in rerun.stderr.decode()  # stderr is a pipe, not a terminal: no progress bar in it
     assert not stale.exists() and not list(root.glob("*/.*"))
     assert file_digests(root) == file_digests(reference)
+
+
+def test_an_interrupted_command_sees_the_ctrl_c_even_when_the_suite_ignores_it(tmp_path):
+    """As in a suite started in the background: SIGINT ignored here must not be inherited by the command."""
+    marker = tmp_path / "started"
+    code = (
+        "import pathlib, time\nfrom robocds.errors import run_cli\n"
+        f"def main(argv):\n    pathlib.Path({str(marker)!r}).touch()\n    time.sleep(20)\n"
+        "run_cli(main, 'prog')\n"
+    )
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        status, stderr = interrupt_when([sys.executable, "-c", code], marker.exists, signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert status == 130 and stderr == b"prog: interrupted\n"
 
 
 def test_shard_ranges_compose_and_last_job_writes_the_manifest(tiny_root, tiny_recipe, tmp_path):

@@ -27,6 +27,7 @@ from robocds.datasets.schema import (
 from robocds.datasets.streaming import StreamingMultiTaskDataset
 from robocds.envs.env import PROPRIO_DIM
 from robocds.envs.tasks import task_index
+from robocds.errors import ConfigError
 
 
 def check_batch_format(batch: dict, num_tasks: int, batch_size: int, image_size: int = 32) -> None:
@@ -192,6 +193,31 @@ def test_streaming_without_resampling_needs_enough_shards(tiny_root):
     dm.setup("fit")
     with pytest.raises(ValueError, match="place-cube-blue has 1 shard"):
         dm.train_dataloader()
+
+
+def test_streaming_without_resampling_refuses_a_task_smaller_than_a_batch(tiny_root, tmp_path):
+    """place-cube-blue holds 2 episodes (24 transitions), one held out: fewer training transitions than 16. A
+    non-resampled stream never yields a whole batch of it, and the fit used to spin for ever."""
+    manifest = read_manifest(str(tiny_root))
+    dm = OfflineDataModule(str(tiny_root), batch_size=16, loader="streaming", resampled=False, val_batches=1)
+    dm.setup("fit")
+    held = split_episodes(manifest.task("place-cube-blue").episodes, 0.1)[1]
+    lengths = [e.length for e in load_task_episodes(str(tiny_root), manifest, "place-cube-blue", held)]
+    training = manifest.task("place-cube-blue").transitions - sum(lengths)
+    assert training < 16 <= manifest.task("place-cube-blue").transitions
+    with pytest.raises(ConfigError, match=rf"task place-cube-blue has {training} training transition\(s\), fewer "):
+        dm.train_dataloader()
+    # Through the command: one line on stderr, exit 2, within seconds (no spinning, no Lightning start-up lines).
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    command = [str(Path(sys.executable).parent / "robocds"), "fit", "--config", "base", "--config", "cds", "--config",
+               "smoke", "--data.root", str(tiny_root), "--data.loader", "streaming", "--data.resampled", "false",
+               "--runs_dir", str(tmp_path / "runs")]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("robocds: error: resampled=False: task place-cube-blue has ")
 
 
 def test_datamodule_reads_only_the_manifest_until_setup(tiny_root, tmp_path):

@@ -120,3 +120,17 @@ def test_a_blown_up_simulation_raises_a_clear_error(make_env):
     env.scene.client.resetBasePositionAndOrientation(env.scene.objects[1], [1e3, 0, 0], [0, 0, 0, 1])
     with pytest.raises(SimulationDiverged, match="object 'cylinder' at \\[1000.0"):
         env.step(Action.UP)
+
+
+def test_a_client_interrupted_while_connecting_is_finalized_without_a_traceback(capfd):
+    """Ctrl-C can land in BulletClient.__init__ (before ``_client`` is set) or in its ``__del__``: pybullet's
+    own finalizer then raises, which Python prints as an "Exception ignored" traceback after the one line."""
+    from robocds.envs.bullet import QuietBulletClient
+
+    half_built = QuietBulletClient.__new__(QuietBulletClient)  # as a KeyboardInterrupt in __init__ leaves it
+    half_built.__del__()  # BulletClient's own raises AttributeError here
+    client = QuietBulletClient()
+    client.__del__()
+    client.__del__()  # twice: already disconnected
+    out, err = capfd.readouterr()
+    assert "argv[0]" not in out and err == ""

@@ -155,3 +155,26 @@ def test_a_checkpoint_and_a_dataset_of_other_settings_are_refused_naming_the_dif
                           env=EnvSettings(32, 40).to_json_dict(), encoder=small)  # fmt: skip
     with pytest.raises(ValueError, match=r"another env than the dataset .*: max_steps=40 vs 12"):
         resolve_settings(ModulePolicy(module, "ckpt"), str(tiny_root), None, None, None)
+
+
+def test_a_second_evaluation_into_the_same_out_is_refused_unless_overwrite(tmp_path, capsys):
+    from robocds.errors import run_cli
+    from robocds.eval.evaluate import main
+
+    out = tmp_path / "eval"
+    args = ["--policy", "random", "--tasks", "lift-cube", "--episodes", "1", "--workers", "0", "--videos", "1",
+            "--image-size", "32", "--max-steps", "3", "--out", str(out)]  # fmt: skip
+    assert main(args) == 0
+    first = (out / "summary.json").read_bytes(), (out / "results.md").read_bytes()
+    assert "\r" not in capsys.readouterr().err  # stderr is no terminal here: no progress bar written into it
+    with pytest.raises(SystemExit) as info:
+        run_cli(main, "robocds-eval", [*args, "--label", "second"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err == (
+        f"robocds-eval: error: --out '{out}': holds an earlier evaluation (summary.json, results.md); "
+        "give --overwrite to replace it, or choose another --out\n"
+    )
+    assert ((out / "summary.json").read_bytes(), (out / "results.md").read_bytes()) == first  # untouched
+    assert main([*args, "--label", "second", "--overwrite"]) == 0
+    assert json.loads((out / "summary.json").read_text())["label"] == "second"
+    assert len(list((out / "videos").glob("*.mp4"))) == 1

@@ -170,3 +170,20 @@ def test_the_behaviour_cloning_references_run_only_when_named(tmp_path):
         main(["--methods", "bc", "dagger", "--out", str(tmp_path / "x")])
     with pytest.raises(DatasetError, match="no-such-recipe"):  # bc parsed: it got as far as loading the recipe
         main(["--methods", "bc", "filtered_bc", "--recipe", "no-such-recipe", "--out", str(tmp_path / "x")])
+
+
+def test_training_arguments_are_checked_before_the_first_stage(tmp_path, monkeypatch):
+    import robocds.pipeline.compare as compare
+
+    started = []
+    monkeypatch.setattr(compare, "run_comparison", lambda *args, **kwargs: started.append(args))
+    out = tmp_path / "x"
+    with pytest.raises(ConfigError, match=r"^training arguments \(after --\) for no_sharing: batch_size=0: must be"):
+        compare.main(["--recipe", "tiny", "--methods", "no_sharing", "cds", "--out", str(out), "--",
+                      "--data.batch_size", "0"])  # fmt: skip
+    with pytest.raises(ConfigError, match=r"for no_sharing: --data.batch_size: Expected a <class 'int'>"):
+        compare.main(["--recipe", "tiny", "--methods", "no_sharing", "--out", str(out), "--", "--data.batch_size",
+                      "abc"])  # fmt: skip
+    assert not started and not (out / "data").exists()
+    assert compare.main(["--recipe", "tiny", "--methods", "no_sharing", "cds", "--out", str(out), "--",
+                         "--data.batch_size", "8"]) == 0 and len(started) == 1  # fmt: skip

@@ -238,6 +238,45 @@ def test_a_checkpoint_hiding_code_is_refused_without_running_it(tmp_path) -> Non
     marker = tmp_path / "code-ran"
     evil = tmp_path / "evil.ckpt"
     torch.save({"state_dict": {}, "payload": _Evil(marker)}, evil)
-    with pytest.raises(CheckpointError, match="refused: it holds Python objects"):
+    with pytest.raises(CheckpointError, match="refused: it holds Python objects") as info:
         load_checkpoint(evil)
     assert not marker.exists()
+    # torch's own message offers weights_only=False: a user error never points at the unsafe path.
+    message = str(info.value)
+    assert "weights_only=False" not in message and "trust" not in message and "\x1b" not in message
+    assert message.endswith("(weights_only=True: Unsupported global: GLOBAL getattr)"), message
+
+
+def test_the_error_line_is_the_only_line_on_stderr(bad_files, tmp_path) -> None:
+    """No ``pybullet build time``, ``argv[0]=``, ``Seed set to 0``, GPU/TPU or tip lines around the error."""
+    cases = {
+        "eval imports pybullet": (
+            "robocds-eval", ["--policy", "random", "--tasks", "lift-sphere", "--out", str(tmp_path / "e")]
+        ),
+        "demo imports pybullet": ("robocds-demo", ["--tasks", "lift-sphere", "--out", str(tmp_path / "d")]),
+        "fit on a missing dataset": ("robocds", ["fit", "--config", "base", "--data.root", str(bad_files["empty"])]),
+    }
+    procs = {
+        case: subprocess.Popen(
+            [str(BIN / program), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path
+        )
+        for case, (program, args) in cases.items()
+    }
+    for case, proc in procs.items():
+        out, err = proc.communicate(timeout=240)
+        assert proc.returncode == 2, f"{case}: {err}"
+        assert len(err.splitlines()) == 1 and err.startswith(f"{cases[case][0]}: error: "), f"{case}: {err!r}"
+        assert "argv[0]" not in out and "pybullet" not in out, f"{case}: {out!r}"
+
+
+def test_a_checkpoint_with_a_changed_byte_is_refused(tmp_path) -> None:
+    """torch.load does not compare the zip's CRCs: one flipped byte inside a tensor used to load silently."""
+    path = tmp_path / "flipped.ckpt"
+    torch.save({"state_dict": {"w": torch.arange(4096, dtype=torch.float32)}}, path)
+    assert load_checkpoint(path)["state_dict"]["w"][1000] == 1000
+    raw = bytearray(path.read_bytes())
+    offset = raw.index(torch.tensor([1000.0]).numpy().tobytes())  # inside the tensor's bytes
+    raw[offset] ^= 0x01
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match=r"flipped.ckpt: damaged: member '.*' does not match the checksum"):
+        load_checkpoint(path)
