@@ -11,7 +11,8 @@ skips the finished shards. ``manifest.json`` is written last, when every shard e
 
 For clusters, ``--shard-range A:B`` makes a job produce only shards A..B-1 of the global plan
 (``--list`` prints it); the job that completes the last shard writes the manifest (or run
-``--manifest-only`` once all jobs are done).
+``--manifest-only`` once all jobs are done). On a Ray cluster, ``--executor ray`` does that split itself:
+one Ray task per shard, the manifest written once every shard is finished (``robocds.datasets.cluster``).
 """
 
 from __future__ import annotations
@@ -222,10 +223,13 @@ def generate(
     shard_range: range | None = None,
     progress: bool = True,
     start_method: str = "spawn",
+    manifest: bool = True,
 ) -> GenerateResult:
     """Write the shards of ``recipe`` (or of ``shard_range``) under ``root``; the manifest when all exist.
 
     ``workers=0`` records in this process (no subprocesses); ``None`` uses one per available core.
+    ``manifest=False`` never writes the manifest (a caller that runs many ranges at once writes it after them:
+    ``robocds.datasets.cluster``).
     """
     workers = default_workers() if workers is None else workers
     if workers < 0:
@@ -269,6 +273,7 @@ def generate(
     known = {**kept, **new}
     # URLs cannot be listed: a URL job writes the manifest only when it wrote the whole plan itself.
     complete = len(new) == len(jobs) if is_url(root) else all(exists(root, record_relpath(j.relpath)) for j in jobs)
+    complete = complete and manifest
     if complete:
         write_manifest(root, recipe, known)
     written = sorted(new, key=lambda path: [job.relpath for job in jobs].index(path))
@@ -345,6 +350,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--manifest-only", action="store_true", help="only (re)build manifest.json from finished shards"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--executor", choices=("local", "ray"), default="local",
+        help="local: --workers processes here; ray: one Ray task per shard on a Ray cluster, --root on storage "
+        "every node mounts, --workers not used (the ray extra; docs/SCALING.md)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--address", help="with --executor ray: the Ray cluster (auto, HOST:PORT or ray://HOST:PORT; default: "
+        "RAY_ADDRESS, else the cluster this machine joined with `ray start`, else a new one here)",
+    )  # fmt: skip
     overrides = parser.add_argument_group("recipe overrides")
     overrides.add_argument("--base-seed", type=int_at_least(0))
     overrides.add_argument("--image-size", type=int)
@@ -375,6 +389,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{job.global_index:6d}  {job.relpath}  episodes {job.first_episode}..{last}")
         print(f"{len(jobs)} shards, {recipe.total_episodes} episodes")
         return 0
+    if args.address is not None and args.executor != "ray":
+        raise ConfigError("--address: only with --executor ray")
     if not args.root:
         raise ConfigError("--root: required (the output folder or URL), unless --list")
     if not is_url(args.root):
@@ -385,7 +401,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     shard_range = parse_shard_range(args.shard_range, len(jobs)) if args.shard_range else None
     try:
-        result = generate(recipe, args.root, args.workers, shard_range, progress=not args.no_progress)
+        if args.executor == "ray":
+            from robocds.datasets.cluster import connect, generate_on_ray
+
+            connect(args.address)
+            result = generate_on_ray(recipe, args.root, shard_range, progress=not args.no_progress)
+        else:
+            result = generate(recipe, args.root, args.workers, shard_range, progress=not args.no_progress)
     except KeyboardInterrupt:
         print("robocds-generate: interrupted; rerun the same command to resume", file=sys.stderr)
         return INTERRUPTED_STATUS

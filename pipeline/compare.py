@@ -52,7 +52,7 @@ from robocds.eval.evaluate import SUMMARY_FILE
 from robocds.eval.markdown import markdown_table
 from robocds.eval.report import AVERAGE, load_summaries, markdown, report_summaries
 from robocds.files import write_text_atomic
-from robocds.pipeline import routing
+from robocds.pipeline import ray_executor, routing
 from robocds.pipeline.stages import Launcher, Scheduler, Step
 from robocds.pipeline.store import (
     CHECKPOINT_FILE,
@@ -404,10 +404,12 @@ def run_comparison(
     jobs: int | None = None,
     study: Study | None = None,
     launch: Launcher = subprocess.Popen,
+    executor: ray_executor.RayExecutor | None = None,
 ) -> dict:
     """Generate, then train, evaluate and analyse every run with ``jobs`` stages at a time (default: the
     scale's), then report. With a results ``study``, the runs in its store are not run again, every other run
-    is recorded there when it is done, and the report is made from the store's records alone."""
+    is recorded there when it is done, and the report is made from the store's records alone. With a Ray
+    ``executor`` the stages run on its cluster (``robocds.pipeline.ray_executor``)."""
     from robocds.datasets.recipe import load_recipe
 
     jobs = scale.jobs if jobs is None else jobs
@@ -416,10 +418,16 @@ def run_comparison(
     if recorded:
         print(f"in the results store {study.store.root}, not run again: {', '.join(recorded)}", flush=True)
     out.mkdir(parents=True, exist_ok=True)
+    if executor is not None:  # --out as every node sees it; each evaluation has its stage's CPUs
+        out = executor.prepare(out)
+        layout, (workers, jobs) = ExperimentLayout(out), executor.stage_layout()
     check_existing_data(layout.data, scale.recipe)
     task_names = load_recipe(scale.recipe).task_names  # the manifest's order: tasks are recorded in recipe order
     steps, eval_dirs = plan(scale, layout, task_names, workers, jobs, extra_train_args, study)
-    scheduler = Scheduler(jobs, layout.logs, stage_environment(jobs), launch=launch, total=len(steps) + 1)
+    if executor is None:
+        scheduler = Scheduler(jobs, layout.logs, stage_environment(jobs), launch=launch, total=len(steps) + 1)
+    else:
+        scheduler = executor.scheduler(layout.logs, total=len(steps) + 1)
     scheduler.run(steps)
     scheduler.finished += 1
     scheduler.progress("report")
@@ -712,8 +720,10 @@ def main(argv: list[str] | None = None) -> int:
         "--store-checkpoints", type=int_at_least(0), default=0, metavar="KB",
         help="copy a run's last checkpoint into its record when it is at most KB kilobytes (default 0: never)",
     )  # fmt: skip
+    ray_executor.add_arguments(parser)
     parser.add_argument("train_args", nargs="*", help="extra arguments for `robocds fit`, after --")
     args = parser.parse_args(argv)
+    executor = ray_executor.executor_of(args)
     scale = with_overrides(SCALES[args.scale], args.recipe, args.methods, args.seeds, args.jobs)
     if args.report_only and not args.store:
         raise ConfigError("--report-only: needs the --store to rebuild the report from")
@@ -739,7 +749,10 @@ def main(argv: list[str] | None = None) -> int:
     check_training_arguments(scale, out, args.train_args)
     start = time.perf_counter()
     try:
-        run_comparison(scale, out, args.workers, args.train_args, args.bootstrap_reps, args.bootstrap_seed, study=study)
+        run_comparison(
+            scale, out, args.workers, args.train_args, args.bootstrap_reps, args.bootstrap_seed, study=study,
+            executor=executor,
+        )  # fmt: skip
     except subprocess.CalledProcessError as err:  # the stage printed its own error (or traceback) above
         message = f"a stage failed (exit code {err.returncode}): {' '.join(err.cmd)}"
         if err.returncode == USER_ERROR_STATUS:

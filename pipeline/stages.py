@@ -9,6 +9,9 @@ unreadable) and a failed stage's last lines are printed. After a failure no new 
 running ones are let finish (their outputs are kept for the resume), then the failure is raised as
 ``subprocess.CalledProcessError``. A stage may also be an ``action``: quick bookkeeping run in this process
 when its stages are done (writing a finished run's record); an action that fails is raised as it is.
+``robocds.pipeline.ray_executor.RayScheduler`` is this loop with its commands run as Ray tasks on a cluster: it
+replaces how a command starts (``_launch``), how the scheduler waits for one (``_wait``) and the line printed when
+one ends (``_ended``); the order, the skipping and the failure rules are these.
 """
 
 from __future__ import annotations
@@ -100,7 +103,10 @@ class Scheduler:
     def _start(self, step: Step) -> tuple[Process, IO[Any] | None]:
         if step.prepare is not None:
             step.prepare()
-        log = self.log_path(step)
+        return self._launch(step, self.log_path(step))
+
+    def _launch(self, step: Step, log: Path | None) -> tuple[Process, IO[Any] | None]:
+        """Start ``step``'s command (its output to ``log``, or to the terminal); the process and the open log."""
         if log is None:
             return self.launch(list(step.command), env=self.env), None
         log.parent.mkdir(parents=True, exist_ok=True)
@@ -156,15 +162,20 @@ class Scheduler:
                     handle.close()
                 self._finish(step, code)
                 self.finished += 1
+                self._ended(step, code, time.perf_counter() - started)
                 if code != 0:
                     failure = failure or subprocess.CalledProcessError(code, list(step.command))
-                    self.progress(f"FAILED: {step.title} (exit code {code})")
                     continue
                 done.add(key)
-                if self.jobs > 1:
-                    self.progress(f"done: {step.title} ({(time.perf_counter() - started) / 60:.1f} min)")
         if failure is not None:
             raise failure
+
+    def _ended(self, step: Step, code: int, seconds: float) -> None:
+        """The progress line of a command that ended with ``code`` after ``seconds``."""
+        if code != 0:
+            self.progress(f"FAILED: {step.title} (exit code {code})")
+        elif self.jobs > 1:
+            self.progress(f"done: {step.title} ({seconds / 60:.1f} min)")
 
     def _act(self, step: Step) -> Exception | None:
         """Run ``step``'s action; its exception (raised once nothing runs), or None when it made its output."""
