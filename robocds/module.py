@@ -36,6 +36,7 @@ from robocds.datasets.schema import (
     BATCH_STEPS_TO_SUCCESS,
     BATCH_SUCCESSES,
 )
+from robocds.errors import CheckpointError
 from robocds.qnet import MultiTaskQNetwork, polyak_update
 from robocds.sharing import Routing, fixed_weights, own_mask, relabel
 
@@ -54,6 +55,36 @@ def mix_seed(*values: int) -> int:
         x = (x ^ (x >> 27)) * 0x94D049BB133111EB & mask
         x ^= x >> 31
     return x >> 1
+
+
+# Hyperparameters that fix the network's shapes or what its outputs mean: a checkpoint that differs in one of
+# them cannot be resumed into this module (its tensors would not fit, or would fit and mean something else).
+NETWORK_HPARAMS = ("num_tasks", "num_actions", "image_size", "proprio_dim", "task_names", "encoder")
+NETWORK_CQL_FIELDS = ("num_q_heads", "head_hidden")
+
+
+def check_same_network(saved: Mapping[str, Any], current: Mapping[str, Any]) -> None:
+    """A ``CheckpointError`` naming the first setting in which a checkpoint's network differs from this one's.
+
+    Lightning loads a checkpoint's tensors into the module built from this run's settings (``--ckpt_path``);
+    without this check a checkpoint trained on another dataset ends in torch's size-mismatch traceback.
+    """
+
+    def plain(value: Any) -> Any:  # tuples and lists compare alike (YAML and checkpoints differ there)
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return [plain(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+    pairs = [(name, saved.get(name), current.get(name)) for name in NETWORK_HPARAMS if name in saved]
+    saved_cql, current_cql = saved.get("cql") or {}, current.get("cql") or {}
+    pairs += [(f"cql.{name}", saved_cql.get(name), current_cql.get(name)) for name in NETWORK_CQL_FIELDS
+              if name in saved_cql]  # fmt: skip
+    for name, was, now in pairs:
+        if plain(was) != plain(now):
+            raise CheckpointError(
+                f"the checkpoint's {name}={was!r} differs from this run's {name}={now!r}: it was trained on "
+                "another dataset or network; resume with the data and model settings it was trained with"
+            )
 
 
 def own_data_router(q_data: Tensor, batch: Mapping[str, Tensor] | None = None) -> Routing:
@@ -223,6 +254,7 @@ class MultiTaskCQL(LightningModule):
         checkpoint[AUGMENT_STATE] = {"seed": self.augment_seed, "batches": self.augmented_batches}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        check_same_network(checkpoint.get("hyper_parameters") or {}, dict(self.hparams))
         state = checkpoint.get(AUGMENT_STATE)
         if state is None:  # written before the augmentation stream was checkpointed: continue from the step count
             self.augmented_batches = int(checkpoint.get("global_step", 0))

@@ -277,3 +277,21 @@ def test_trainer_default_root_dir_is_where_the_run_goes_and_a_contradicting_runs
     assert (tmp_path / "root" / "none" / "version_0" / "checkpoints" / "last.ckpt").is_file()
     with pytest.raises(ConfigError, match=r"--trainer.default_root_dir .* / --runs_dir .*: both say where"):
         fit(base_config, ["--config", "no_sharing"], tmp_path / "runs", f"--trainer.default_root_dir={tmp_path}")
+
+
+def test_resuming_a_checkpoint_of_another_dataset_is_refused_naming_the_setting(base_config: str, tmp_path: Path):
+    """A checkpoint of 3 tasks resumed on a 2-task data module: one CheckpointError (a user error: one line,
+    exit 2) naming the setting and both values, not torch's size-mismatch traceback."""
+    from robocds.errors import CheckpointError
+    from robocds.module import check_same_network
+
+    fit(base_config, ["--config", "no_sharing"], tmp_path / "runs")
+    ckpt = tmp_path / "runs" / "none" / "version_0" / "checkpoints" / "last.ckpt"
+    with pytest.raises(CheckpointError, match=r"the checkpoint's num_tasks=3 differs from this run's num_tasks=2"):
+        fit(base_config, ["--config", "no_sharing"], tmp_path / "other", "--data.num_tasks=2", f"--ckpt_path={ckpt}")
+    # Model settings given with --ckpt_path yield to the checkpoint's (LightningCLI reads its hyperparameters);
+    # a Python user's module is checked the same way: tuples and lists alike, shapes by name.
+    saved = {"num_tasks": 3, "encoder": {"channels": (8, 16)}, "cql": {"head_hidden": 32, "alpha": 1.0}}
+    check_same_network(saved, {"num_tasks": 3, "encoder": {"channels": [8, 16]}, "cql": {"head_hidden": 32}})
+    with pytest.raises(CheckpointError, match=r"cql.head_hidden=32 differs from this run's cql.head_hidden=16"):
+        check_same_network(saved, {"num_tasks": 3, "encoder": {"channels": [8, 16]}, "cql": {"head_hidden": 16}})
