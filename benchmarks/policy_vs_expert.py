@@ -23,8 +23,9 @@ from robocds.checkpoint import load_module
 from robocds.envs.actions import ACTION_NAMES
 from robocds.envs.env import ManipulationEnv
 from robocds.envs.seeds import eval_episode_seed
-from robocds.envs.suite import EnvSettings, OracleNoise, task_index
+from robocds.envs.suite import OracleNoise, task_index
 from robocds.envs.tasks import ScriptedOracle, get_task
+from robocds.eval.policy import module_env
 
 NAMES = ACTION_NAMES
 
@@ -39,22 +40,28 @@ def main() -> None:
     torch.set_num_threads(1)
     model = load_module(args.checkpoint)
     column = model.task_names.index(args.task)
-    env = ManipulationEnv.from_settings(args.task, EnvSettings(**model.hparams["env"]))
+    env = ManipulationEnv.from_settings(args.task, module_env(model, args.checkpoint))
     seeds = [eval_episode_seed(args.seed, task_index(args.task), k) for k in range(args.episodes)]
 
-    confusion, margins = np.zeros((len(NAMES), len(NAMES)), dtype=int), []
-    for k, seed in enumerate(seeds):
+    def play(k: int, seed: int, follow_expert: bool) -> tuple[list[tuple[int, torch.Tensor]], bool]:
+        """One episode: (oracle's action, the policy's Q-values [A]) at every state, and whether it succeeded;
+        the oracle's action is played when ``follow_expert``, else the policy's greedy one."""
         oracle = ScriptedOracle(get_task(args.task), OracleNoise(), seed=k)
         obs, _ = env.reset(seed=seed)
         oracle.reset()
-        done = False
+        steps, done, terminated = [], False, False
         while not done:
-            expert = oracle.act(env)
-            q = model.q_values(obs["image"], obs["proprio"])[0, column]
+            expert, q = oracle.act(env), model.q_values(obs["image"], obs["proprio"])[0, column]
+            steps.append((expert, q))
+            obs, _, terminated, truncated, _ = env.step(expert if follow_expert else int(q.argmax()))
+            done = terminated or truncated
+        return steps, terminated
+
+    confusion, margins = np.zeros((len(NAMES), len(NAMES)), dtype=int), []
+    for k, seed in enumerate(seeds):
+        for expert, q in play(k, seed, follow_expert=True)[0]:
             confusion[expert, int(q.argmax())] += 1
             margins.append(float(q[expert] - q.max()))
-            obs, _, terminated, truncated, _ = env.step(expert)
-            done = terminated or truncated
     print(f"expert-driven: agreement {np.trace(confusion) / confusion.sum():.3f} over {confusion.sum()} states; "
           f"mean Q(s, expert) - max Q(s, .) {np.mean(margins):.4f}")  # fmt: skip
     print("rows: oracle's action, columns: policy's action (" + " ".join(NAMES) + ")")
@@ -62,17 +69,9 @@ def main() -> None:
 
     print("closed loop: policy's action (oracle's where different)")
     for k, seed in enumerate(seeds):
-        oracle = ScriptedOracle(get_task(args.task), OracleNoise(), seed=k)
-        obs, _ = env.reset(seed=seed)
-        oracle.reset()
-        done, trace, terminated = False, [], False
-        while not done:
-            expert = oracle.act(env)
-            action = int(model.act(obs["image"], obs["proprio"])[0, column])
-            trace.append(NAMES[action] if action == expert else f"{NAMES[action]}({NAMES[expert]})")
-            obs, _, terminated, truncated, _ = env.step(action)
-            done = terminated or truncated
-        print("S" if terminated else "F", " ".join(trace))
+        steps, success = play(k, seed, follow_expert=False)
+        names = [(NAMES[int(q.argmax())], NAMES[expert]) for expert, q in steps]
+        print("S" if success else "F", " ".join(mine if mine == its else f"{mine}({its})" for mine, its in names))
     env.close()
 
 
