@@ -56,7 +56,16 @@ from robocds.datasets.storage import (
     write_bytes_atomic,
     write_json_atomic,
 )
-from robocds.errors import INTERRUPTED_STATUS, ConfigError, int_at_least, output_dir, run_cli
+from robocds.errors import (
+    INTERRUPTED_STATUS,
+    ConfigError,
+    UserError,
+    int_at_least,
+    one_line,
+    output_dir,
+    run_cli,
+    user_error_in,
+)
 from robocds.threads import worker_thread_environment
 
 
@@ -147,8 +156,10 @@ def _worker_main(jobs: Any, results: Any, recipe_json: dict, root: str) -> None:
     while (job := jobs.get()) is not None:
         try:
             summary = generate_shard(job, recipe, root, on_episode=lambda: results.put(("episode", None)))
-        except Exception:  # noqa: BLE001 - reported to the parent, which stops the run
-            results.put(("error", f"{job.relpath}: {traceback.format_exc()}"))
+        except Exception as error:  # noqa: BLE001 - reported to the parent, which stops the run
+            cause = user_error_in(error)  # a full disk, a bad value: one line, as the parent would say it
+            report = ("user_error", one_line(cause)) if cause else ("error", f"{job.relpath}: {traceback.format_exc()}")
+            results.put(report)
             return
         results.put(("shard", summary))
 
@@ -314,6 +325,8 @@ def _run_pool(
             elif kind == "shard":
                 written.append(payload)
                 bar.set_postfix_str(f"shards {len(written)}/{len(todo)}", refresh=False)
+            elif kind == "user_error":
+                raise UserError(payload)
             else:
                 raise RuntimeError(f"generation failed in a worker on shard {payload}")
     finally:

@@ -15,6 +15,7 @@ This module imports nothing heavy (no torch, no pybullet), so every package may 
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -38,14 +39,38 @@ class CheckpointError(UserError, ValueError):
     """A file given as a checkpoint that is missing, is not a checkpoint, or is not a robocds one."""
 
 
+class DiskFullError(UserError, OSError):
+    """A write that ran out of space (or quota). Reported in one line like a user error: there is nothing to
+    debug, only space to free; every write is atomic, so what was finished is whole and a rerun resumes."""
+
+
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def is_disk_full(error: BaseException) -> bool:
+    return isinstance(error, OSError) and error.errno in DISK_FULL_ERRNOS
+
+
+def disk_full(path: str | Path | None, error: OSError) -> DiskFullError:
+    """The one-line report of ``error`` (ENOSPC / EDQUOT) while writing ``path``."""
+    where = str(path or error.filename or "a file")
+    return DiskFullError(
+        f"{where}: {os.strerror(error.errno or errno.ENOSPC).lower()} while writing it; free some space and run "
+        "again (the files already written are whole)"
+    )
+
+
 def user_error_in(error: BaseException) -> UserError | None:
     """The ``UserError`` that caused ``error``, following ``__cause__``/``__context__`` (libraries such as
-    jsonargparse and Lightning re-raise our errors wrapped in their own)."""
+    jsonargparse and Lightning re-raise our errors wrapped in their own). A full disk met by a write that
+    is not ours (a logger's) counts as one too."""
     seen: set[int] = set()
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
         if isinstance(current, UserError):
             return current
+        if is_disk_full(current):
+            return disk_full(None, current)  # type: ignore[arg-type]
         seen.add(id(current))
         current = current.__cause__ or current.__context__
     return None

@@ -1,7 +1,7 @@
 """Atomic file writes: a file appears complete or not at all (temp file in the same folder + ``os.replace``).
 
-The one implementation every package uses (stdlib only, so any layer may import it): shards, manifests,
-summaries, reports, videos and pictures.
+The one implementation every package uses (stdlib and ``robocds.errors`` only, so any layer may import it):
+shards, manifests, summaries, reports, videos and pictures.
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from robocds.errors import disk_full, is_disk_full
 
 TEMP_SUFFIX = ".tmp"  # temporary files are hidden dot-files ending in this
 
@@ -31,8 +33,9 @@ def stale_temps(folder: Path, name: str) -> list[Path]:
 def atomic_path(path: str | Path, durable: bool = False) -> Iterator[Path]:
     """Yield a temporary path to write ``path``'s content to; it replaces ``path`` when the block succeeds.
 
-    On an error the temporary file is removed and ``path`` is untouched. ``durable`` flushes the file and its
-    folder to disk (for data that must survive a power cut, such as dataset shards).
+    On an error the temporary file is removed and ``path`` is untouched; a full disk is raised as a
+    ``DiskFullError`` naming ``path``. ``durable`` flushes the file and its folder to disk (for data that must
+    survive a power cut, such as dataset shards).
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -43,8 +46,10 @@ def atomic_path(path: str | Path, durable: bool = False) -> Iterator[Path]:
             with open(tmp, "rb+") as handle:
                 os.fsync(handle.fileno())
         os.replace(tmp, final)
-    except BaseException:
+    except BaseException as error:
         tmp.unlink(missing_ok=True)
+        if is_disk_full(error):
+            raise disk_full(final, error) from error  # type: ignore[arg-type]
         raise
     if durable:
         _fsync_dir(final.parent)

@@ -59,6 +59,7 @@ from robocds.errors import (
     user_error_in,
 )
 from robocds.module import MultiTaskCQL
+from robocds.train.checkpoint_io import AtomicCheckpointIO
 from robocds.train.layout import BEST_CHECKPOINT, CONFIG_DIR, CSV_FOLDER, LAST_CHECKPOINT, RunLayout
 from robocds.train.resume import ContinuedCSVLogger, ExactResume, checkpoint_step
 
@@ -276,6 +277,8 @@ class RoboCDSCLI(LightningCLI):
         trainer_config = self._get(self.config_init, "trainer", default={})
         if trainer_config.get("logger") is None and "logger" not in kwargs:
             kwargs["logger"] = self._default_loggers()
+        if trainer_config.get("plugins") is None and "plugins" not in kwargs:
+            kwargs["plugins"] = [AtomicCheckpointIO()]  # a full disk never truncates last.ckpt / best.ckpt
         return super().instantiate_trainer(**kwargs)
 
     def _runs_dir(self) -> str:
