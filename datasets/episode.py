@@ -162,6 +162,17 @@ def decode_frames(data: bytes, length: int, image_size: int, source: str | None,
     return image[..., ::-1].reshape(length + 1, image_size, image_size, 3)
 
 
+def decode_meta(sample: dict, source: str | None) -> EpisodeMeta:
+    """The type-checked ``meta.json`` of a raw sample (whose members are all checked present first)."""
+    key = sample.get("__key__")
+    check_sample_keys(sample, source, key)
+    try:
+        meta_json = json.loads(sample[KEY_META])
+    except (ValueError, UnicodeDecodeError) as err:
+        raise DatasetError(f"not valid JSON ({err})", source, key, KEY_META) from None
+    return EpisodeMeta.from_json_dict(meta_json, source, key)
+
+
 def decode_episode(
     sample: dict,
     source: str | None = None,
@@ -176,12 +187,7 @@ def decode_episode(
     """
     source = source if source is not None else sample.get("__url__")
     key = sample.get("__key__")
-    check_sample_keys(sample, source, key)
-    try:
-        meta_json = json.loads(sample[KEY_META])
-    except (ValueError, UnicodeDecodeError) as err:
-        raise DatasetError(f"not valid JSON ({err})", source, key, KEY_META) from None
-    meta = EpisodeMeta.from_json_dict(meta_json, source, key)
+    meta = decode_meta(sample, source)
 
     def bad(field: str, problem: str) -> DatasetError:
         return DatasetError(problem, source, key, field)

@@ -11,7 +11,7 @@ import numpy as np
 
 from robocds.datasets.episode import Episode, decode_episode
 from robocds.datasets.errors import DatasetError
-from robocds.datasets.recipe import Recipe, TaskRecipe
+from robocds.datasets.recipe import Recipe, TaskRecipe, recipe_from_dict
 from robocds.datasets.schema import (
     MANIFEST_FILE,
     SCHEMA_VERSION,
@@ -22,6 +22,7 @@ from robocds.datasets.schema import (
     ShardEntry,
     TaskEntry,
     check_fields,
+    episode_key,
     shard_relpath,
 )
 from robocds.datasets.storage import (
@@ -36,7 +37,8 @@ from robocds.datasets.storage import (
     write_json_atomic,
 )
 from robocds.envs.actions import NUM_ACTIONS
-from robocds.envs.suite import PROPRIO_DIM, TASK_NAMES, check_task
+from robocds.envs.seeds import data_episode_seed, oracle_seed
+from robocds.envs.suite import PROPRIO_DIM, TASK_NAMES, check_task, task_index
 
 
 def decode_shard(
@@ -261,9 +263,11 @@ def iter_shard(
     treats what it received as provisional until the iterator is exhausted.
     """
     source = join(root, shard.path)
+    recipe = manifest_recipe(manifest, root)
     data = read_shard(source, shard, task.name, manifest.image_size, check_hash)
     metas = []
     for episode in decode_shard(data, source, task.name, manifest.image_size, shard.first_episode):
+        check_provenance(source, episode.meta, recipe)
         metas.append(episode.meta)
         yield episode
     check_shard(source, metas, shard)
@@ -296,6 +300,35 @@ def check_shard(source: str, metas: Sequence[EpisodeMeta], shard: ShardEntry) ->
             raise DatasetError(
                 f"manifest says {getattr(shard, name)!r}, the shard has {value!r}", source, field=f"manifest:{name}"
             )
+
+
+def check_provenance(source: str, meta: EpisodeMeta, recipe: Recipe) -> None:
+    """``meta`` is the episode this dataset's recipe generates at its index: its reset seed and oracle seed derive
+    from the recipe's base seed, its noise is the recipe's for that index. A shard copied in from another
+    dataset (its manifest entry edited to match its bytes) fails here, naming the sample and the field."""
+    key = episode_key(meta.task, meta.episode)
+    expected_seed = data_episode_seed(recipe.base_seed, task_index(meta.task), meta.episode)
+    noise = recipe.task(meta.task).noise_of(meta.episode)
+    expected = {
+        "seed": expected_seed,
+        "oracle_seed": oracle_seed(expected_seed),
+        "random_action_prob": noise.random_action_prob,
+        "position_std": noise.position_std,
+    }
+    for name, value in expected.items():
+        if getattr(meta, name) != value:
+            raise DatasetError(
+                f"{getattr(meta, name)!r}, but this dataset's recipe (base_seed {recipe.base_seed}) gives {value!r}: "
+                "the episode comes from another dataset",
+                source,
+                key,
+                f"meta.json:{name}",
+            )
+
+
+def manifest_recipe(manifest: Manifest, source: str) -> Recipe:
+    """The recipe recorded in ``manifest`` (the reference every episode's provenance is checked against)."""
+    return recipe_from_dict(manifest.recipe, f"{source}: manifest.json:recipe")
 
 
 @dataclass

@@ -20,8 +20,9 @@ import numpy as np
 import torch
 import webdataset as wds
 
-from robocds.datasets.episode import decode_episode
-from robocds.datasets.manifest import read_manifest, read_shard
+from robocds.datasets.episode import decode_episode, decode_meta
+from robocds.datasets.manifest import check_provenance, check_shard, manifest_recipe, read_manifest, read_shard
+from robocds.datasets.recipe import Recipe
 from robocds.datasets.schema import (
     BATCH_ACTION,
     BATCH_EPISODE_SUCCESSES,
@@ -50,14 +51,24 @@ class _ReadShards:
     and checked against its manifest entry (size, sha256) before any of its samples moves on, so a shard
     whose bytes changed fails naming the shard at once and none of its transitions reaches a batch."""
 
-    def __init__(self, entries: dict[str, ShardEntry], task: str, image_size: int, check_hash: bool) -> None:
+    def __init__(
+        self, entries: dict[str, ShardEntry], task: str, image_size: int, check_hash: bool, recipe: Recipe
+    ) -> None:
         self.entries, self.task, self.image_size, self.check_hash = entries, task, image_size, check_hash
+        self.recipe = recipe
 
     def __call__(self, sources: Iterator[dict]) -> Iterator[dict]:
         for source in sources:
             url = source["url"]
             data = read_shard(url, self.entries[url], self.task, self.image_size, self.check_hash)
-            yield from iter_tar_samples(data, url)
+            samples = list(iter_tar_samples(data, url))
+            # Before any sample moves on, as the memory loader checks them: the manifest's counts, and that every
+            # episode is the one this dataset's recipe generates (a shard copied in from elsewhere is not).
+            metas = [decode_meta(sample, url) for sample in samples]
+            for meta in metas:
+                check_provenance(url, meta, self.recipe)
+            check_shard(url, metas, self.entries[url])
+            yield from samples
 
 
 class _KeepEpisodes:
@@ -180,6 +191,7 @@ class StreamingMultiTaskDataset(torch.utils.data.IterableDataset):
         self.verify = verify
         self.epoch = 0
         self.skip = 0
+        self.recipe = manifest_recipe(self.manifest, root)
         self.columns = [list(self.manifest.reward_tasks).index(name) for name in self.task_names]
         for name in self.task_names:
             self.manifest.task(name)  # unknown task: clear error now, not inside a worker
@@ -222,7 +234,7 @@ class StreamingMultiTaskDataset(torch.utils.data.IterableDataset):
 
     def _shard_reader(self, entries: dict[str, ShardEntry], task: str):
         """The pipeline stage that turns shard URLs into raw samples (a benchmark swaps it for WebDataset's)."""
-        return _ReadShards(entries, task, self.manifest.image_size, self.verify)
+        return _ReadShards(entries, task, self.manifest.image_size, self.verify, self.recipe)
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         info = torch.utils.data.get_worker_info()

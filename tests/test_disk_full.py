@@ -29,7 +29,8 @@ def enospc(filename: str | None = None) -> OSError:
 def test_a_full_disk_mid_write_names_the_file_and_keeps_the_old_one(tmp_path):
     target = tmp_path / "last.ckpt"
     write_text_atomic(target, "whole")
-    with pytest.raises(DiskFullError, match=r"last\.ckpt: no space left on device") as caught, atomic_path(target) as tmp:
+    full = pytest.raises(DiskFullError, match=r"last\.ckpt: no space left on device")
+    with full as caught, atomic_path(target) as tmp:
         tmp.write_bytes(b"half")
         raise enospc()
     assert isinstance(caught.value, OSError)  # code that handles OSError still sees one

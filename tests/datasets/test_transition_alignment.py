@@ -38,6 +38,7 @@ from robocds.datasets.schema import (
 )
 from robocds.datasets.storage import tar_bytes, write_bytes_atomic
 from robocds.envs.actions import NUM_ACTIONS
+from robocds.envs.seeds import data_episode_seed, oracle_seed
 from robocds.envs.suite import PROPRIO_DIM, TASK_NAMES
 
 IMAGE_SIZE = 16  # the smallest frame the suite allows: decoding cost is negligible
@@ -111,8 +112,8 @@ def make_episode(spec: Spec) -> Episode:
         schema_version=SCHEMA_VERSION,
         task=spec.task,
         episode=spec.episode,
-        seed=1000 + spec.uid,
-        oracle_seed=2000 + spec.uid,
+        seed=data_episode_seed(0, own, spec.episode),  # what the recipe's base seed 0 gives: loaders check it
+        oracle_seed=oracle_seed(data_episode_seed(0, own, spec.episode)),
         random_action_prob=0.0,
         position_std=0.0,
         length=length,
