@@ -229,12 +229,59 @@ def read_manifest(root: str) -> Manifest:
             raise DatasetError(str(err), source, field="reward_tasks") from None
     if manifest.proprio_dim != PROPRIO_DIM:
         raise DatasetError(f"{manifest.proprio_dim}, the environment's is {PROPRIO_DIM}", source, field="proprio_dim")
+    check_manifest_values(manifest, source)
     return manifest
 
 
-def read_shard(
-    location: str, shard: ShardEntry, task: str, image_size: int | None, check_hash: bool = True
-) -> bytes:
+def check_manifest_values(manifest: Manifest, source: str) -> None:
+    """What the schema's types cannot say: names listed once, every task with a reward column, shard paths that
+    stay inside the dataset (``<task>/shard-NNNNNN.tar``, episodes consecutive from 0), counts that add up,
+    and a recorded recipe of the same tasks. Errors name the manifest field and its value."""
+
+    def bad(field: str, problem: str) -> DatasetError:
+        return DatasetError(problem, source, field=field)
+
+    names = [task.name for task in manifest.tasks]
+    for key, listed in (("tasks", names), ("reward_tasks", list(manifest.reward_tasks))):
+        repeated = sorted({name for name in listed if listed.count(name) > 1})
+        if repeated:
+            raise bad(key, f"{repeated} listed more than once")
+    for i, task in enumerate(manifest.tasks):
+        where = f"tasks[{i}]"
+        if task.name not in manifest.reward_tasks:
+            raise bad(
+                f"{where}.name", f"{task.name!r} has no reward column (reward_tasks: {list(manifest.reward_tasks)})"
+            )
+        if not 0.0 <= task.success_rate <= 1.0:
+            raise bad(f"{where}.success_rate", f"{task.success_rate}: must be in [0, 1]")
+        first = 0
+        for j, shard in enumerate(task.shards):
+            entry = f"{where}.shards[{j}]"
+            folder, _, name = shard.path.partition("/")
+            if folder != task.name or not SHARD_PATTERN.match(name):
+                raise bad(
+                    f"{entry}.path", f"{shard.path!r}: expected '{task.name}/shard-NNNNNN.tar' inside the dataset"
+                )
+            if shard.first_episode != first:
+                raise bad(
+                    f"{entry}.first_episode", f"{shard.first_episode}, the shards before it end at episode {first}"
+                )
+            for count in ("samples", "transitions", "successes", "bytes"):
+                if getattr(shard, count) < 0:
+                    raise bad(f"{entry}.{count}", f"{getattr(shard, count)}: must be >= 0")
+            first += shard.samples
+        paths = [shard.path for shard in task.shards]
+        if len(set(paths)) != len(paths):
+            raise bad(f"{where}.shards", f"{sorted({p for p in paths if paths.count(p) > 1})} listed more than once")
+        for count, total in (("episodes", first), ("transitions", sum(shard.transitions for shard in task.shards))):
+            if getattr(task, count) != total:
+                raise bad(f"{where}.{count}", f"{getattr(task, count)}, its shards list {total}")
+    recipe = manifest_recipe(manifest, source)
+    if sorted(recipe.task_names) != sorted(names):
+        raise bad("recipe.tasks", f"{sorted(recipe.task_names)}, the manifest's tasks are {sorted(names)}")
+
+
+def read_shard(location: str, shard: ShardEntry, task: str, image_size: int | None, check_hash: bool = True) -> bytes:
     """A shard's bytes, read once and hashed as they arrive, checked against its manifest entry (size, and
     sha256 with ``check_hash``). On a mismatch the bytes are decoded first, so that a damaged sample is
     named precisely (shard, key, field); otherwise the error names the shard and the manifest field."""
@@ -263,7 +310,7 @@ def iter_shard(
     treats what it received as provisional until the iterator is exhausted.
     """
     source = join(root, shard.path)
-    recipe = manifest_recipe(manifest, root)
+    recipe = manifest_recipe(manifest, join(root, MANIFEST_FILE))
     data = read_shard(source, shard, task.name, manifest.image_size, check_hash)
     metas = []
     for episode in decode_shard(data, source, task.name, manifest.image_size, shard.first_episode):
@@ -307,6 +354,12 @@ def check_provenance(source: str, meta: EpisodeMeta, recipe: Recipe) -> None:
     from the recipe's base seed, its noise is the recipe's for that index. A shard copied in from another
     dataset (its manifest entry edited to match its bytes) fails here, naming the sample and the field."""
     key = episode_key(meta.task, meta.episode)
+    if meta.task not in recipe.task_names:
+        raise DatasetError(f"{meta.task!r}, not a task of this dataset's recipe", source, key, "meta.json:task")
+    episodes = recipe.task(meta.task).episodes
+    if not 0 <= meta.episode < episodes:
+        problem = f"{meta.episode}: the recipe has episodes 0-{episodes - 1}"
+        raise DatasetError(problem, source, key, "meta.json:episode")
     expected_seed = data_episode_seed(recipe.base_seed, task_index(meta.task), meta.episode)
     noise = recipe.task(meta.task).noise_of(meta.episode)
     expected = {
@@ -328,7 +381,7 @@ def check_provenance(source: str, meta: EpisodeMeta, recipe: Recipe) -> None:
 
 def manifest_recipe(manifest: Manifest, source: str) -> Recipe:
     """The recipe recorded in ``manifest`` (the reference every episode's provenance is checked against)."""
-    return recipe_from_dict(manifest.recipe, f"{source}: manifest.json:recipe")
+    return recipe_from_dict(manifest.recipe, f"{source}:recipe")
 
 
 @dataclass
@@ -358,7 +411,6 @@ def verify_dataset(root: str, manifest: Manifest | None = None, progress: bool =
     sizes and sha256, and the per-task totals. The first problem raises a ``DatasetError``.
     """
     manifest = manifest or read_manifest(root)
-    source = join(root, MANIFEST_FILE)
     stats: dict[str, TaskStats] = {}
     total = sum(len(t.shards) for t in manifest.tasks)
     bar = None
@@ -366,7 +418,7 @@ def verify_dataset(root: str, manifest: Manifest | None = None, progress: bool =
         from tqdm import tqdm
 
         bar = tqdm(total=total, unit="shard", desc="verify", disable=None)  # None: only on a terminal
-    for i, task in enumerate(manifest.tasks):
+    for task in manifest.tasks:
         if not is_url(root):
             listed = {Path(s.path).name for s in task.shards}
             folder = local_path(root) / task.name
@@ -382,11 +434,6 @@ def verify_dataset(root: str, manifest: Manifest | None = None, progress: bool =
                 task_stats.add(episode)
             if bar is not None:
                 bar.update()
-        for name, found in (("episodes", len(task_stats.lengths)), ("transitions", sum(task_stats.lengths))):
-            if getattr(task, name) != found:
-                raise DatasetError(
-                    f"{getattr(task, name)}, the shards hold {found}", source, field=f"tasks[{i}].{name}"
-                )
         stats[task.name] = task_stats
     if bar is not None:
         bar.close()

@@ -33,6 +33,7 @@ from robocds.datasets.schema import (
     BATCH_REWARDS,
     BATCH_STEPS_TO_SUCCESS,
     BATCH_SUCCESSES,
+    MANIFEST_FILE,
     Manifest,
     ShardEntry,
     episode_from_key,
@@ -191,7 +192,7 @@ class StreamingMultiTaskDataset(torch.utils.data.IterableDataset):
         self.verify = verify
         self.epoch = 0
         self.skip = 0
-        self.recipe = manifest_recipe(self.manifest, root)
+        self.recipe = manifest_recipe(self.manifest, join(root, MANIFEST_FILE))
         self.columns = [list(self.manifest.reward_tasks).index(name) for name in self.task_names]
         for name in self.task_names:
             self.manifest.task(name)  # unknown task: clear error now, not inside a worker

@@ -157,9 +157,9 @@ MANIFEST_DAMAGE = {
         "manifest:sha256",
         "manifest says",
     ),
-    "sample count": (
-        lambda m: m["tasks"][0]["shards"][0].update(samples=3),
-        "lift-cube/shard-000000.tar",
+    "sample count": (  # the manifest consistent in itself (task total too), the shard not
+        lambda m: (m["tasks"][0]["shards"][-1].update(samples=3), m["tasks"][0].update(episodes=5)),
+        "lift-cube/shard-000001.tar",
         "manifest:samples",
         "manifest says 3",
     ),
@@ -167,7 +167,7 @@ MANIFEST_DAMAGE = {
         lambda m: m["tasks"][0].update(episodes=5),
         "manifest.json",
         "tasks[0].episodes",
-        "the shards hold 4",
+        "its shards list 4",
     ),
     "schema version": (
         lambda m: m.update(schema_version=99),
@@ -187,6 +187,50 @@ MANIFEST_DAMAGE = {
     "bad env setting": (lambda m: m["env"].update(image_size=8), "manifest.json", "env", "image_size=8: must be"),
     "unknown camera": (lambda m: m["env"].update(camera="drone"), "manifest.json", "env", "camera='drone'"),
     "action set": (lambda m: m["env"].update(actions=["a", "b"]), "manifest.json", "env", "this code's action set"),
+    # Values the types allow but the dataset cannot hold: paths leaving the root, names twice, impossible numbers.
+    "path leaving the root": (
+        lambda m: m["tasks"][0]["shards"][0].update(path="../../other/lift-cube/shard-000000.tar"),
+        "manifest.json",
+        "tasks[0].shards[0].path",
+        "inside the dataset",
+    ),
+    "absolute path": (
+        lambda m: m["tasks"][0]["shards"][0].update(path="/etc/lift-cube/shard-000000.tar"),
+        "manifest.json",
+        "tasks[0].shards[0].path",
+        "expected 'lift-cube/shard-NNNNNN.tar'",
+    ),
+    "task listed twice": (lambda m: m["tasks"].append(m["tasks"][0]), "manifest.json", "tasks", "more than once"),
+    "reward column twice": (
+        lambda m: m["reward_tasks"].append(m["reward_tasks"][0]),
+        "manifest.json",
+        "reward_tasks",
+        "more than once",
+    ),
+    "shard listed twice": (
+        lambda m: m["tasks"][0]["shards"].append(m["tasks"][0]["shards"][0]),
+        "manifest.json",
+        "tasks[0].shards[2].first_episode",
+        "the shards before it end at episode 4",
+    ),
+    "success rate above 1": (
+        lambda m: m["tasks"][0].update(success_rate=2.0),
+        "manifest.json",
+        "tasks[0].success_rate",
+        "must be in [0, 1]",
+    ),
+    "task without a reward column": (
+        lambda m: m.update(reward_tasks=[t for t in m["reward_tasks"] if t != m["tasks"][0]["name"]]),
+        "manifest.json",
+        "tasks[0].name",
+        "has no reward column",
+    ),
+    "recipe of other tasks": (
+        lambda m: m["recipe"]["tasks"].pop(m["tasks"][0]["name"]),
+        "manifest.json",
+        "recipe.tasks",
+        "the manifest's tasks are",
+    ),
 }
 
 

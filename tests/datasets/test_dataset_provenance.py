@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from dataset_helpers import edit_manifest, first_shard
+from dataset_helpers import edit_manifest, first_shard, rewrite_sample
 
 from robocds.datasets.errors import DatasetError
 from robocds.datasets.generate import generate
@@ -52,8 +52,9 @@ def copy_shard_and_fix_manifest(source: Path, dataset: Path) -> Path:
     foreign.update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
 
     def change(manifest: dict) -> None:
-        shards = next(t for t in manifest["tasks"] if t["name"] == "lift-cube")["shards"]
-        shards[0] = foreign
+        task = next(t for t in manifest["tasks"] if t["name"] == "lift-cube")
+        task["transitions"] += foreign["transitions"] - task["shards"][0]["transitions"]  # the totals made to agree
+        task["shards"][0] = foreign
 
     edit_manifest(dataset, change)
     return shard
@@ -75,10 +76,32 @@ def test_a_shard_copied_from_another_dataset_is_refused_by_every_reader(other_da
 
 @pytest.mark.parametrize("reader", ["streaming", "memory"])
 def test_a_transition_count_the_shard_does_not_hold_is_refused(dataset_copy, reader):
-    def change(manifest: dict) -> None:
+    def change(manifest: dict) -> None:  # the manifest consistent in itself, the shard not
         manifest["tasks"][0]["shards"][0]["transitions"] += 1
+        manifest["tasks"][0]["transitions"] += 1
 
     edit_manifest(dataset_copy, change)
     with pytest.raises(DatasetError) as info:
         read(dataset_copy, reader)
     assert "field 'manifest:transitions': manifest says" in one_line(info.value)
+
+
+@pytest.mark.parametrize("reader", READERS)
+@pytest.mark.parametrize(("field", "value"), [("episode", -3), ("task", "lift-block"), ("position_std", -1.0)])
+def test_meta_values_outside_the_recipe_are_one_named_error(dataset_copy, reader, field, value):
+    def change(sample: dict) -> None:
+        meta = json.loads(sample["meta.json"])
+        meta[field] = value
+        sample["meta.json"] = json.dumps(meta).encode()
+
+    shard = first_shard(dataset_copy)
+    rewrite_sample(shard, change)
+    data = shard.read_bytes()
+
+    def match_bytes(manifest: dict) -> None:  # as a hand edit would: only the sample's meta differs
+        manifest["tasks"][0]["shards"][0].update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+
+    edit_manifest(dataset_copy, match_bytes)
+    with pytest.raises(DatasetError) as info:
+        read(dataset_copy, reader)
+    assert "field 'meta.json:" in one_line(info.value), one_line(info.value)
