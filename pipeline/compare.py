@@ -44,6 +44,7 @@ import numpy as np
 from robocds.datasets.manifest import read_manifest
 from robocds.datasets.schema import MANIFEST_FILE, Manifest
 from robocds.envs.media import write_png
+from robocds.envs.seeds import TRAINING_SEED_MAX
 from robocds.errors import USER_ERROR_STATUS, ConfigError, int_at_least, output_dir, report_error, run_cli
 from robocds.eval.aggregate import DEFAULT_REPS
 from robocds.eval.analysis import ANALYSIS_FILE, summarize
@@ -655,7 +656,14 @@ def with_overrides(
     jobs: int | None = None,
 ) -> Scale:
     """``scale`` with the recipe, methods, seeds or jobs given on the command line in place of its own (the
-    seeds analysed stay those of the scale that are still run)."""
+    seeds analysed stay those of the scale that are still run). A method or seed given twice is refused."""
+    for flag, given in (("--methods", methods), ("--seeds", seeds)):
+        repeated = sorted({value for value in given or () if list(given).count(value) > 1})
+        if repeated:
+            raise ConfigError(f"{flag} {' '.join(map(str, given))}: {repeated} given more than once")
+    too_large = [seed for seed in seeds or () if seed > TRAINING_SEED_MAX]
+    if too_large:
+        raise ConfigError(f"--seeds {' '.join(map(str, seeds or ()))}: {too_large} above {TRAINING_SEED_MAX}")
     seeds_run = tuple(seeds or scale.seeds)
     analysed = None if scale.analyse_seeds is None else tuple(s for s in scale.analyse_seeds if s in seeds_run)
     return dataclasses.replace(
@@ -668,11 +676,20 @@ def with_overrides(
     )
 
 
+COMPARE_OWNED_FIT_FLAGS = ("--data.root", "--seed_everything", "--runs_dir", "--run_name", "--trainer.default_root_dir")
+
+
 def check_training_arguments(scale: Scale, out: Path, extra: list[str]) -> None:
     """Every method's ``robocds fit`` command line, checked before the first stage (it parses and the data
     settings pass), so that a bad argument after ``--`` is refused before the dataset is generated."""
     from robocds.train.cli import check_fit_arguments
 
+    owned = sorted({arg.split("=")[0] for arg in extra if arg.split("=")[0] in COMPARE_OWNED_FIT_FLAGS})
+    if owned:
+        raise ConfigError(
+            f"training arguments (after --): {', '.join(owned)}: set by robocds-compare for every run "
+            "(the dataset it generates, each seed, the run folders); use --out, --seeds or --recipe instead"
+        )
     configs = [arg for config in scale.train_configs for arg in ("--config", config)]
     data = str(ExperimentLayout(out).data)
     for method in scale.methods:

@@ -36,7 +36,7 @@ from robocds.datasets.schema import (
     BATCH_STEPS_TO_SUCCESS,
     BATCH_SUCCESSES,
 )
-from robocds.errors import CheckpointError
+from robocds.errors import CheckpointError, ConfigError
 from robocds.qnet import MultiTaskQNetwork, polyak_update
 from robocds.sharing import Routing, fixed_weights, own_mask, relabel
 
@@ -296,7 +296,10 @@ class MultiTaskCQL(LightningModule):
             polyak_update(self.q_target, self.q, self.cql_config.tau)
 
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(self.q.parameters())
+        try:
+            optimizer = self.optimizer_factory(self.q.parameters())
+        except ValueError as err:  # torch's own check of a setting, e.g. "Invalid learning rate: -1.0"
+            raise ConfigError(f"--model.optimizer: {err}") from err
         if self.lr_scheduler_factory is None:
             return optimizer
         return {

@@ -42,6 +42,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Callback, LightningDataModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -49,11 +50,14 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from robocds.callbacks import DataSharing, check_objective_sharing
+from robocds.envs.seeds import TRAINING_SEED_MAX
 from robocds.errors import (
     INTERRUPTED_STATUS,
     USER_ERROR_STATUS,
     ConfigError,
     UserError,
+    one_line,
+    output_dir,
     report_error,
     run_cli,
     user_error_in,
@@ -246,7 +250,7 @@ class RoboCDSCLI(LightningCLI):
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
-        section = self.config.get(subcommand) if subcommand else None
+        section = self.config.get(subcommand) if subcommand else self.config  # run=False: no subcommand level
         if section is None:
             return
         if section.get("weights_only") is False:
@@ -259,6 +263,7 @@ class RoboCDSCLI(LightningCLI):
         model, sharing = section.get("model"), section.get("sharing")
         if model is not None and sharing is not None:  # before any run folder is made (the callback checks it too)
             check_objective_sharing(model.get("objective", "cql"), sharing.get("mode", "cds"))
+        check_run_settings(section)
         if section.get("ckpt_path"):
             # Before Lightning reads its hyperparameters: a bad file ends as one line naming it.
             self._checkpoint_step = checkpoint_step(section["ckpt_path"])
@@ -279,7 +284,11 @@ class RoboCDSCLI(LightningCLI):
             kwargs["logger"] = self._default_loggers()
         if trainer_config.get("plugins") is None and "plugins" not in kwargs:
             kwargs["plugins"] = [AtomicCheckpointIO()]  # a full disk never truncates last.ckpt / best.ckpt
-        return super().instantiate_trainer(**kwargs)
+        try:
+            return super().instantiate_trainer(**kwargs)
+        except (MisconfigurationException, ModuleNotFoundError) as err:
+            # Lightning refusing a trainer setting (devices, accelerator, limits) or missing its accelerator's package.
+            raise ConfigError(f"--trainer: {one_line(err)}") from err
 
     def _runs_dir(self) -> str:
         """``--runs_dir``, else ``--trainer.default_root_dir`` (Lightning's own option for where outputs go)."""
@@ -322,6 +331,35 @@ class RoboCDSCLI(LightningCLI):
         if layout is None or layout.folder.parent != run.folder.parent.resolve():
             return None
         return layout.version, self._checkpoint_step  # read when the arguments were checked
+
+
+def check_run_settings(section: Any) -> None:
+    """Trainer and run settings that Lightning would only refuse deep inside a fit (a division by zero, a
+    numpy bounds error, a folder that is a file): checked once parsed, each a ``ConfigError`` naming the flag."""
+    trainer = section.get("trainer") or {}
+    for key in ("check_val_every_n_epoch", "accumulate_grad_batches"):
+        value = trainer.get(key)
+        if isinstance(value, int) and value < 1:
+            raise ConfigError(f"--trainer.{key} {value}: must be >= 1")
+    for key in ("max_steps", "max_epochs"):
+        value = trainer.get(key)
+        if isinstance(value, int) and value < -1:
+            raise ConfigError(f"--trainer.{key} {value}: must be >= 0 (or -1: no limit)")
+    interval = trainer.get("val_check_interval")
+    if isinstance(interval, int | float) and interval <= 0:
+        raise ConfigError(f"--trainer.val_check_interval {interval}: must be > 0")
+    seed = section.get("seed_everything")
+    if isinstance(seed, int) and not isinstance(seed, bool) and not 0 <= seed <= TRAINING_SEED_MAX:
+        raise ConfigError(f"--seed_everything {seed}: must be in [0, {TRAINING_SEED_MAX}]")
+    folders = {
+        "--runs_dir": section.get("runs_dir"),
+        "--trainer.default_root_dir": trainer.get("default_root_dir"),
+        "--checkpoint.dirpath": (section.get("checkpoint") or {}).get("dirpath"),
+        "--last_checkpoint.dirpath": (section.get("last_checkpoint") or {}).get("dirpath"),
+    }
+    for flag, folder in folders.items():
+        if folder:
+            output_dir(folder, flag)
 
 
 def _as_list(value: Any) -> list[Any]:

@@ -187,3 +187,23 @@ def test_training_arguments_are_checked_before_the_first_stage(tmp_path, monkeyp
     assert not started and not (out / "data").exists()
     assert compare.main(["--recipe", "tiny", "--methods", "no_sharing", "cds", "--out", str(out), "--",
                          "--data.batch_size", "8"]) == 0 and len(started) == 1  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--seeds", "0", "0"], r"^--seeds 0 0: \[0\] given more than once$"),
+        (["--seeds", "4294967296"], r"^--seeds 4294967296: \[4294967296\] above 4294967295$"),
+        (["--methods", "cds", "cds"], r"^--methods cds cds: \['cds'\] given more than once$"),
+        (["--", "--data.root", "/elsewhere"], r"^training arguments \(after --\): --data.root: set by robocds-compare"),
+        (["--", "--seed_everything=3"], r"--seed_everything: set by robocds-compare"),
+        (["--", "--trainer.max_steps", "-5"], r"for no_sharing: --trainer.max_steps -5: must be >= 0"),
+        (["--", "--trainer.check_val_every_n_epoch", "0"], r"--trainer.check_val_every_n_epoch 0: must be >= 1"),
+    ],
+)
+def test_planner_inputs_that_used_to_crash_are_one_line_before_any_stage(tmp_path, monkeypatch, args, words):
+    import robocds.pipeline.compare as compare
+
+    monkeypatch.setattr(compare, "run_comparison", lambda *a, **k: pytest.fail("a stage started"))
+    with pytest.raises(ConfigError, match=words):
+        compare.main(["--recipe", "tiny", "--methods", "no_sharing", "--out", str(tmp_path / "x"), *args])
