@@ -2,7 +2,7 @@
 
     python benchmarks/learner_sweep.py run --data <dataset> --store <folder> --setting alpha0.1 \
         --seeds 0 1 2 --configs no_sharing scale_cpu scale_evidence -- --model.cql.alpha 0.1
-    python benchmarks/learner_sweep.py table --store <folder> --data <dataset>
+    python benchmarks/learner_sweep.py table --store <folder> --data <dataset> [--reference baseline --group data_rich]
 
 ``run`` trains ``robocds fit --config base --config <configs...> <overrides>`` for every seed, evaluates the last
 checkpoint with ``robocds-eval`` on evaluation seeds, and keeps one small JSON record per (setting, seed) in
@@ -11,7 +11,9 @@ issue's targets read (``val/td_loss`` first / min / last, ``val/q_data`` and ``v
 ``val/logsumexp - val/q_data`` last, ``val/action_agreement`` last, training time). A record that exists is
 skipped, so an interrupted sweep resumes; runs and evaluations go to ``<store>/work/`` (not meant to be kept).
 ``table`` prints one row per setting: mean success over its seeds per task group of the recipe and overall,
-next to the data's own success, and the diagnostics. Public tools only (the project's own console scripts).
+next to the data's own success, and the diagnostics; with ``--reference``, rliable's interval estimates (IQM, mean)
+of one task group and the probability of improvement over the reference. Public tools only (the project's own
+console scripts).
 """
 
 from __future__ import annotations
@@ -141,11 +143,39 @@ def table(args: argparse.Namespace) -> None:
             f"{mean('val_gap_last'):.2f}", f"{mean('val_agreement_last'):.2f}", f"{mean('train_minutes'):.1f}",
         ])  # fmt: skip
     print(markdown_table(header, rows))
+    if args.reference:
+        print()
+        print(intervals(records, order, groups[args.group], args.reference, args.group))
     if args.per_task:
         per_task = [[s, *(f"{np.mean([r['success'][t] for r in records[s]]):.0%}" for t in tasks)] for s in order
                     if s in records]  # fmt: skip
         print()
         print(markdown_table(["setting", *tasks], [["data's own", *(f"{own[t]:.0%}" for t in tasks)], *per_task]))
+
+
+def intervals(records: dict[str, list[dict]], order: list[str], tasks: list[str], reference: str, group: str) -> str:
+    """rliable's estimates on ``group``'s tasks (runs x tasks, stratified bootstrap, 95%): IQM and mean of every
+    setting, and P(setting > reference), the probability that a run of it beats a run of the reference on a task."""
+    from robocds.eval.aggregate import improvement_probabilities, interval_estimates
+
+    scores = {s: np.array([[r["success"][t] for t in tasks] for r in records[s]]) for s in order if s in records}
+    if reference not in scores:
+        raise SystemExit(f"--reference {reference}: no records of it (settings: {sorted(scores)})")
+    estimates = interval_estimates(scores)
+    pairs = [(s, reference) for s in scores if s != reference]
+    better = improvement_probabilities(scores, pairs)
+
+    def cell(e) -> str:
+        return f"{e.point:.1%} [{e.low:.1%}, {e.high:.1%}]"
+
+    rows = [
+        [s, str(len(scores[s])), cell(estimates[s]["IQM"]), cell(estimates[s]["mean"]),
+         "" if s == reference else f"{better[(s, reference)].point:.2f} [{better[(s, reference)].low:.2f}, "
+         f"{better[(s, reference)].high:.2f}]"]
+        for s in scores
+    ]  # fmt: skip
+    header = ["setting", "runs", f"IQM, {group} (95% CI)", f"mean, {group} (95% CI)", f"P(X > {reference})"]
+    return markdown_table(header, rows)
 
 
 def main() -> None:
@@ -166,6 +196,8 @@ def main() -> None:
     table_parser.add_argument("--data", required=True, help="the dataset the sweep trained on (groups, own success)")
     table_parser.add_argument("--order", nargs="+", help="settings in this order (default: sorted)")
     table_parser.add_argument("--per-task", action="store_true", help="also a per-task table")
+    table_parser.add_argument("--reference", help="also rliable's intervals, and P(X > this setting)")
+    table_parser.add_argument("--group", default="all", help="the task group the intervals are over (default: all)")
     args = parser.parse_args()
     run(args) if args.command == "run" else table(args)
 
