@@ -11,7 +11,6 @@ import numpy as np
 
 EVAL_SEED_START = 2**30
 SEED_END = 2**31
-TRAINING_SEED_MAX = 2**32 - 1  # the largest training seed: numpy's bound, so Lightning's seed_everything's
 ORACLE_STREAM = 1  # mixes into an oracle's seed so its noise is independent of the scene's RNG
 
 

@@ -41,10 +41,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from robocds.config import TRAINING_SEED_MAX
 from robocds.datasets.manifest import read_manifest
 from robocds.datasets.schema import MANIFEST_FILE, Manifest
 from robocds.envs.media import write_png
-from robocds.envs.seeds import TRAINING_SEED_MAX
 from robocds.errors import USER_ERROR_STATUS, ConfigError, int_at_least, output_dir, report_error, run_cli
 from robocds.eval.aggregate import DEFAULT_REPS
 from robocds.eval.analysis import ANALYSIS_FILE, summarize

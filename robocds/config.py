@@ -11,6 +11,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar, get_args
 
+TRAINING_SEED_MAX = 2**32 - 1  # the largest training seed: numpy's bound, so Lightning's seed_everything's
+
 _C = TypeVar("_C")
 
 SharingMode = Literal["none", "all", "cds", "uds", "share_successes"]

@@ -50,7 +50,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from robocds.callbacks import DataSharing, check_objective_sharing
-from robocds.envs.seeds import TRAINING_SEED_MAX
+from robocds.config import TRAINING_SEED_MAX
 from robocds.errors import (
     INTERRUPTED_STATUS,
     USER_ERROR_STATUS,
