@@ -30,8 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from robocds.datasets.manifest import read_manifest
-from robocds.datasets.recipe import load_recipe
+from robocds.datasets.manifest import manifest_recipe, read_manifest
 from robocds.eval.markdown import markdown_table
 from robocds.files import write_text_atomic
 from robocds.train.layout import RunLayout, logged_series
@@ -116,7 +115,7 @@ def run(args: argparse.Namespace) -> None:
 
 def table(args: argparse.Namespace) -> None:
     manifest = read_manifest(args.data)
-    groups = dict(load_recipe(manifest.name).groups or {})
+    groups = dict(manifest_recipe(manifest, args.data).groups or {})  # the recipe recorded with the data
     records: dict[str, list[dict]] = {}
     for path in sorted((Path(args.store) / "records").glob("*.json")):
         record = json.loads(path.read_text())
