@@ -39,6 +39,7 @@ from robocds.datasets.storage import (
 from robocds.envs.actions import NUM_ACTIONS
 from robocds.envs.seeds import data_episode_seed, oracle_seed
 from robocds.envs.suite import PROPRIO_DIM, TASK_NAMES, check_task, task_index
+from robocds.errors import repeated
 
 
 def decode_shard(
@@ -242,10 +243,9 @@ def check_manifest_values(manifest: Manifest, source: str) -> None:
         return DatasetError(problem, source, field=field)
 
     names = [task.name for task in manifest.tasks]
-    for key, listed in (("tasks", names), ("reward_tasks", list(manifest.reward_tasks))):
-        repeated = sorted({name for name in listed if listed.count(name) > 1})
-        if repeated:
-            raise bad(key, f"{repeated} listed more than once")
+    for key, listed in (("tasks", names), ("reward_tasks", manifest.reward_tasks)):
+        if repeated(listed):
+            raise bad(key, f"{repeated(listed)} listed more than once")
     for i, task in enumerate(manifest.tasks):
         where = f"tasks[{i}]"
         if task.name not in manifest.reward_tasks:
@@ -271,8 +271,8 @@ def check_manifest_values(manifest: Manifest, source: str) -> None:
                     raise bad(f"{entry}.{count}", f"{getattr(shard, count)}: must be >= 0")
             first += shard.samples
         paths = [shard.path for shard in task.shards]
-        if len(set(paths)) != len(paths):
-            raise bad(f"{where}.shards", f"{sorted({p for p in paths if paths.count(p) > 1})} listed more than once")
+        if repeated(paths):
+            raise bad(f"{where}.shards", f"{repeated(paths)} listed more than once")
         for count, total in (("episodes", first), ("transitions", sum(shard.transitions for shard in task.shards))):
             if getattr(task, count) != total:
                 raise bad(f"{where}.{count}", f"{getattr(task, count)}, its shards list {total}")
@@ -356,12 +356,12 @@ def check_provenance(source: str, meta: EpisodeMeta, recipe: Recipe) -> None:
     key = episode_key(meta.task, meta.episode)
     if meta.task not in recipe.task_names:
         raise DatasetError(f"{meta.task!r}, not a task of this dataset's recipe", source, key, "meta.json:task")
-    episodes = recipe.task(meta.task).episodes
-    if not 0 <= meta.episode < episodes:
-        problem = f"{meta.episode}: the recipe has episodes 0-{episodes - 1}"
+    task = recipe.task(meta.task)
+    if not 0 <= meta.episode < task.episodes:
+        problem = f"{meta.episode}: the recipe has episodes 0-{task.episodes - 1}"
         raise DatasetError(problem, source, key, "meta.json:episode")
     expected_seed = data_episode_seed(recipe.base_seed, task_index(meta.task), meta.episode)
-    noise = recipe.task(meta.task).noise_of(meta.episode)
+    noise = task.noise_of(meta.episode)
     expected = {
         "seed": expected_seed,
         "oracle_seed": oracle_seed(expected_seed),

@@ -37,6 +37,7 @@ import yaml
 
 from robocds.datasets.errors import DatasetError
 from robocds.envs.suite import DEFAULT_ENV, MIN_IMAGE_SIZE, RENDERERS, EnvSettings, OracleNoise, check_task
+from robocds.errors import repeated
 
 GROUP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")  # group names become parts of report file names
 
@@ -152,7 +153,7 @@ class Recipe:
         if not self.tasks:
             raise ValueError("tasks=(): a recipe needs at least one task")
         names = [task.task for task in self.tasks]
-        duplicates = sorted({name for name in names if names.count(name) > 1})
+        duplicates = repeated(names)
         if duplicates:
             raise ValueError(f"tasks: {duplicates[0]!r} is listed more than once")
         for name in ("base_seed", "image_size", "max_steps", "episodes_per_shard"):

@@ -45,7 +45,7 @@ from robocds.config import TRAINING_SEED_MAX
 from robocds.datasets.manifest import read_manifest
 from robocds.datasets.schema import MANIFEST_FILE, Manifest
 from robocds.envs.media import write_png
-from robocds.errors import USER_ERROR_STATUS, ConfigError, int_at_least, output_dir, report_error, run_cli
+from robocds.errors import USER_ERROR_STATUS, ConfigError, int_at_least, output_dir, repeated, report_error, run_cli
 from robocds.eval.aggregate import DEFAULT_REPS
 from robocds.eval.analysis import ANALYSIS_FILE, summarize
 from robocds.eval.analysis import markdown as analysis_markdown
@@ -658,9 +658,8 @@ def with_overrides(
     """``scale`` with the recipe, methods, seeds or jobs given on the command line in place of its own (the
     seeds analysed stay those of the scale that are still run). A method or seed given twice is refused."""
     for flag, given in (("--methods", methods), ("--seeds", seeds)):
-        repeated = sorted({value for value in given or () if list(given).count(value) > 1})
-        if repeated:
-            raise ConfigError(f"{flag} {' '.join(map(str, given))}: {repeated} given more than once")
+        if repeated(given or ()):
+            raise ConfigError(f"{flag} {' '.join(map(str, given))}: {repeated(given)} given more than once")
     too_large = [seed for seed in seeds or () if seed > TRAINING_SEED_MAX]
     if too_large:
         raise ConfigError(f"--seeds {' '.join(map(str, seeds or ()))}: {too_large} above {TRAINING_SEED_MAX}")

@@ -18,9 +18,9 @@ import argparse
 import errno
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 USER_ERROR_STATUS = 2  # what argparse uses for a bad command line; the same for every user error
 INTERRUPTED_STATUS = 130  # 128 + SIGINT, as a shell reports it
@@ -132,6 +132,12 @@ def output_dir(path: str | Path, flag: str = "--out") -> Path:
     if parent.exists() and not os.access(parent, os.W_OK | os.X_OK):
         raise ConfigError(f"{flag} {str(out)!r}: {str(parent)!r} is not writable")
     return out
+
+
+def repeated(values: Iterable[Any]) -> list[Any]:
+    """The values that occur more than once in ``values``, sorted (empty: every value is listed once)."""
+    listed = list(values)
+    return sorted({value for value in listed if listed.count(value) > 1})
 
 
 def int_at_least(low: int) -> Callable[[str], int]:
