@@ -60,10 +60,11 @@ def bare_costs(image_size: int, renderer: str, repeats: int = 200) -> tuple[floa
     env = ManipulationEnv(TASK_NAMES[0], image_size=image_size, renderer=renderer)
     env.reset(seed=0)
     client = env.scene.client
+    grasp_point = env.scene.state().grasp_point  # where a gripper-mounted camera renders from
     renders, steps = [], []
     for _ in range(repeats):
         start = time.perf_counter()
-        env.camera.render()
+        env.camera.render(grasp_point)
         renders.append(time.perf_counter() - start)
         start = time.perf_counter()
         client.stepSimulation()

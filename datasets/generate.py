@@ -56,6 +56,7 @@ from robocds.datasets.storage import (
     write_bytes_atomic,
     write_json_atomic,
 )
+from robocds.envs.suite import CAMERAS, RENDERERS
 from robocds.errors import (
     INTERRUPTED_STATUS,
     ConfigError,
@@ -377,7 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
     overrides.add_argument("--image-size", type=int)
     overrides.add_argument("--max-steps", type=int_at_least(1))
     overrides.add_argument("--episodes-per-shard", type=int_at_least(1))
-    overrides.add_argument("--renderer", choices=("tiny", "egl"))
+    overrides.add_argument("--renderer", choices=RENDERERS)
+    overrides.add_argument("--camera", choices=tuple(CAMERAS), help="the policy's viewpoint (robocds.envs.suite)")
     return parser
 
 
@@ -390,6 +392,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "max_steps": args.max_steps,
         "episodes_per_shard": args.episodes_per_shard,
         "renderer": args.renderer,
+        "camera": args.camera,
     }
     try:
         recipe = recipe.with_overrides(**overrides)

@@ -36,7 +36,7 @@ from typing import Any
 import yaml
 
 from robocds.datasets.errors import DatasetError
-from robocds.envs.suite import DEFAULT_ENV, MIN_IMAGE_SIZE, RENDERERS, EnvSettings, OracleNoise, check_task
+from robocds.envs.suite import CAMERAS, DEFAULT_ENV, MIN_IMAGE_SIZE, RENDERERS, EnvSettings, OracleNoise, check_task
 from robocds.errors import repeated
 
 GROUP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")  # group names become parts of report file names
@@ -142,6 +142,7 @@ class Recipe:
     episodes_per_shard: int = 25  # one shard is one unit of (parallel, resumable) work
     renderer: str = DEFAULT_ENV.renderer  # "tiny" (CPU) or "egl" (GPU machines); frames differ slightly between them
     substeps: int | None = None  # physics steps per action; None: the environment's default
+    camera: str = DEFAULT_ENV.camera  # the policy's viewpoint, a name from robocds.envs.suite.CAMERAS
     description: str = ""  # free text: why the dataset looks the way it does
     # Named sets of the recipe's tasks that reports aggregate over (e.g. borrowers vs controls); they do
     # not change the data, so they are not part of the fingerprint.
@@ -165,6 +166,8 @@ class Recipe:
             raise ValueError(f"image_size={self.image_size}: the camera renders frames of >= {MIN_IMAGE_SIZE} pixels")
         if self.renderer not in RENDERERS:
             raise ValueError(f"renderer={self.renderer!r}: must be one of {RENDERERS}")
+        if self.camera not in CAMERAS:
+            raise ValueError(f"camera={self.camera!r}: must be one of {tuple(CAMERAS)}")
         if self.substeps is not None and (not isinstance(self.substeps, int) or self.substeps < 1):
             raise ValueError(f"substeps={self.substeps!r}: must be an int >= 1 or null")
         self.env  # noqa: B018 - EnvSettings checks the settings together (e.g. the camera's smallest image)
@@ -191,7 +194,11 @@ class Recipe:
         """The env settings every episode is recorded with (what the manifest and checkpoints carry)."""
         substeps = DEFAULT_ENV.substeps if self.substeps is None else self.substeps
         return EnvSettings(
-            image_size=self.image_size, max_steps=self.max_steps, substeps=substeps, renderer=self.renderer
+            image_size=self.image_size,
+            max_steps=self.max_steps,
+            substeps=substeps,
+            renderer=self.renderer,
+            camera=self.camera,
         )
 
     @property
@@ -213,11 +220,13 @@ class Recipe:
 
     def to_json_dict(self) -> dict[str, Any]:
         """Canonical JSON form (tasks as a mapping, like the YAML; ``components`` only for mixtures and
-        ``groups`` only when there are some, so a recipe without them keeps the form, and the fingerprint,
-        it had before they existed)."""
+        ``groups`` only when there are some, and ``camera`` only when it is not ``front``, so a recipe
+        without them keeps the form, and the fingerprint, it had before they existed)."""
         out = asdict(self)
         if not self.groups:
             del out["groups"]
+        if self.camera == "front":  # the only camera before recipes named one
+            del out["camera"]
         out["tasks"] = {}
         for task in self.tasks:
             entry = {k: v for k, v in asdict(task).items() if k not in ("task", "components")}

@@ -1,5 +1,5 @@
-"""Fixed RGB cameras over the table (poses in ``robocds.envs.suite.CAMERAS``), rendered by TinyRenderer
-(CPU) or the EGL plugin (GPU)."""
+"""RGB cameras (poses in ``robocds.envs.suite.CAMERAS``): fixed over the table, or mounted on the gripper;
+rendered by TinyRenderer (CPU) or the EGL plugin (GPU)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from robocds.envs.suite import CAMERAS, DEFAULT_ENV, MIN_IMAGE_SIZE, RENDERERS
 
 
 class Camera:
-    """Renders uint8 RGB frames of shape [size, size, 3] from one fixed viewpoint (``CAMERAS[camera]``)."""
+    """Renders uint8 RGB frames of shape [size, size, 3] from one viewpoint (``CAMERAS[camera]``)."""
 
     def __init__(
         self,
@@ -25,27 +25,38 @@ class Camera:
             raise ValueError(f"image size={size}: must be at least {MIN_IMAGE_SIZE} pixels")
         if camera not in CAMERAS:
             raise ValueError(f"camera={camera!r}: expected one of {tuple(CAMERAS)}")
-        pose = CAMERAS[camera]
+        self.pose = pose = CAMERAS[camera]
         self.client = client
         self.size = size
-        self.view = client.computeViewMatrixFromYawPitchRoll(
-            cameraTargetPosition=list(pose.target),
-            distance=pose.distance,
-            yaw=pose.yaw,
-            pitch=pose.pitch,
-            roll=0.0,
-            upAxisIndex=2,
-        )
+        self.view = self._view(np.zeros(3)) if pose.mount == "world" else None
         self.projection = client.computeProjectionMatrixFOV(fov=pose.fov, aspect=1.0, nearVal=0.05, farVal=2.0)
         # With "egl" the scene must have loaded the plugin (load_egl) before creating its bodies.
         self._renderer = client.ER_BULLET_HARDWARE_OPENGL if renderer == "egl" else client.ER_TINY_RENDERER
 
-    def render(self) -> np.ndarray:
-        """One frame, uint8 [size, size, 3]."""
+    @property
+    def mounted(self) -> bool:
+        """Whether the camera moves with the gripper (``render`` then needs the grasp point)."""
+        return self.view is None
+
+    def _view(self, origin: np.ndarray) -> list[float]:
+        return self.client.computeViewMatrixFromYawPitchRoll(
+            cameraTargetPosition=[float(v) for v in origin + np.asarray(self.pose.target)],
+            distance=self.pose.distance,
+            yaw=self.pose.yaw,
+            pitch=self.pose.pitch,
+            roll=0.0,
+            upAxisIndex=2,
+        )
+
+    def render(self, grasp_point: np.ndarray | None = None) -> np.ndarray:
+        """One frame, uint8 [size, size, 3]; a gripper-mounted camera needs the grasp point's world xyz [3]."""
+        if self.mounted and grasp_point is None:
+            raise ValueError("a gripper-mounted camera renders from the grasp point: pass grasp_point")
+        view = self.view if not self.mounted else self._view(np.asarray(grasp_point, dtype=float))
         _, _, rgba, _, _ = self.client.getCameraImage(
             self.size,
             self.size,
-            self.view,
+            view,
             self.projection,
             shadow=0,
             renderer=self._renderer,

@@ -135,7 +135,7 @@ class ManipulationEnv(gym.Env):
         state = self.scene.state()
         self._check_finite(state)
         successes = np.array([task.success(state) for task in TASKS], dtype=bool)
-        self._frame = self.camera.render()
+        self._frame = self.camera.render(state.grasp_point)
         proprio = np.array(
             [*state.grasp_point, state.finger_gap, *state.grasp_target, float(state.closing)], dtype=np.float32
         )

@@ -43,18 +43,27 @@ def task_index(name: str) -> int:
 
 @dataclass(frozen=True)
 class CameraPose:
-    """Where a camera looks from (pybullet's yaw/pitch/distance around a target) and its field of view."""
+    """Where a camera looks from (pybullet's yaw/pitch/distance around a target) and its field of view.
 
-    target: tuple[float, float, float]  # world xyz the camera looks at (metres)
+    ``mount`` says what the pose is relative to: ``"world"`` (a fixed camera; ``target`` is a world point) or
+    ``"gripper"`` (eye-in-hand: ``target`` is an offset from the grasp point, so the camera moves with the
+    gripper and the gripper-object offset is read at the same place of every frame).
+    """
+
+    target: tuple[float, float, float]  # xyz the camera looks at (metres): world point, or offset from the grasp point
     distance: float  # metres from the target
     yaw: float  # degrees
     pitch: float  # degrees (negative: looking down)
     fov: float  # vertical field of view, degrees
+    mount: str = "world"  # "world" or "gripper"
 
 
 CAMERAS: dict[str, CameraPose] = {
     # The policy's view: the table centre from in front of the arm and above; gripper, objects and zones in frame.
     "front": CameraPose(target=(0.55, 0.0, 0.04), distance=0.6, yaw=90.0, pitch=-60.0, fov=55.0),
+    # The policy's eye-in-hand view: 10 cm behind and 12 cm above the grasp point, looking forward and down
+    # past the open fingers; an object between them spans ~8 px of a 48 px frame (2-3 px from "front").
+    "wrist": CameraPose(target=(0.03, 0.0, -0.03), distance=0.1985, yaw=-90.0, pitch=-49.1, fov=70.0, mount="gripper"),
     # A person's view for videos: the arm and the table from the side, wider.
     "viewer": CameraPose(target=(0.5, 0.0, 0.05), distance=1.1, yaw=50.0, pitch=-38.0, fov=50.0),
 }
