@@ -7,7 +7,8 @@ import json
 import pytest
 
 from robocds.datasets.errors import DatasetError
-from robocds.datasets.generate import parse_shard_range, plan_shards
+from robocds.datasets.generate import generate, parse_shard_range, plan_shards
+from robocds.datasets.manifest import read_manifest
 from robocds.datasets.recipe import Recipe, TaskRecipe, load_recipe, packaged_recipes, recipe_from_dict
 from robocds.datasets.schema import EpisodeMeta, Manifest, episode_from_key, episode_key
 from robocds.envs.tasks import TASK_NAMES
@@ -103,3 +104,17 @@ def test_manifest_json_round_trip(tiny_root):
     data = json.loads((tiny_root / "manifest.json").read_text())
     manifest = Manifest.from_json_dict(data)
     assert manifest.to_json_dict() == data
+
+
+def test_the_camera_is_part_of_the_recipe_and_of_what_it_records(tmp_path, tiny_recipe):
+    wrist = tiny_recipe.with_overrides(camera="wrist")
+    assert "camera" not in tiny_recipe.to_json_dict()  # front: the form (and fingerprint) it always had
+    assert wrist.to_json_dict()["camera"] == "wrist" and wrist.env.camera == "wrist"
+    assert wrist.fingerprint() != tiny_recipe.fingerprint()
+    assert recipe_from_dict(json.loads(json.dumps(wrist.to_json_dict()))) == wrist
+    with pytest.raises(DatasetError, match="camera='drone'"):
+        recipe_from_dict({"name": "x", "tasks": {"lift-cube": {"episodes": 1}}, "camera": "drone"}, "bad.yaml")
+    one = Recipe("one", (TaskRecipe("lift-cube", 1),), image_size=32, max_steps=3, camera="wrist")
+    generate(one, str(tmp_path / "wrist"), progress=False)
+    manifest = read_manifest(str(tmp_path / "wrist"))
+    assert manifest.env.camera == "wrist" and manifest.recipe["camera"] == "wrist"
