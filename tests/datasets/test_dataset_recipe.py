@@ -118,3 +118,9 @@ def test_the_camera_is_part_of_the_recipe_and_of_what_it_records(tmp_path, tiny_
     generate(one, str(tmp_path / "wrist"), progress=False)
     manifest = read_manifest(str(tmp_path / "wrist"))
     assert manifest.env.camera == "wrist" and manifest.recipe["camera"] == "wrist"
+
+
+def test_the_learning_recipes_use_the_wrist_camera_and_tiny_keeps_the_front_one():
+    for name in ("quickstart", "benchmark_cpu", "benchmark_cpu_borrow", "benchmark_cpu_replay", "benchmark"):
+        assert load_recipe(name).camera == "wrist", name
+    assert load_recipe("tiny").camera == "front"  # the smoke recipe keeps the fixed camera's path exercised
