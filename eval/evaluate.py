@@ -34,7 +34,7 @@ from tqdm import tqdm
 from robocds.envs.actions import ACTION_NAMES
 from robocds.envs.media import overlay, write_video
 from robocds.envs.seeds import EVAL_SEED_START, SEED_END, eval_episode_seed
-from robocds.envs.suite import DEFAULT_ENV, RENDERERS, TASK_NAMES, EnvSettings, check_task
+from robocds.envs.suite import CAMERAS, DEFAULT_ENV, RENDERERS, TASK_NAMES, EnvSettings, check_task
 from robocds.errors import ConfigError, int_at_least, output_dir, run_cli
 from robocds.eval.markdown import markdown_table
 from robocds.eval.policy import ModulePolicy, OraclePolicy, Policy, RandomPolicy, load_checkpoint_policy
@@ -288,7 +288,12 @@ def video_frames(task: str, frames: EpisodeFrames, success: bool, max_steps: int
 
 
 def resolve_settings(
-    policy: Policy, data: str | None, image_size: int | None, max_steps: int | None, renderer: str | None
+    policy: Policy,
+    data: str | None,
+    image_size: int | None,
+    max_steps: int | None,
+    renderer: str | None,
+    camera: str | None = None,
 ) -> EnvSettings:
     """The env to evaluate in: a checkpoint's own settings, else a dataset's (``--data``), else the defaults.
 
@@ -308,7 +313,7 @@ def resolve_settings(
             + "; ".join(sources[0][1].differences(sources[1][1]))
         )
     base = sources[0][1] if sources else DEFAULT_ENV
-    options = {"image_size": image_size, "max_steps": max_steps, "renderer": renderer}
+    options = {"image_size": image_size, "max_steps": max_steps, "renderer": renderer, "camera": camera}
     given = {name: value for name, value in options.items() if value is not None}
     if sources:
         for name, value in given.items():
@@ -382,6 +387,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--image-size", type=int, help=f"camera resolution ({default} {DEFAULT_ENV.image_size})")
     parser.add_argument("--max-steps", type=int, help=f"horizon ({default} {DEFAULT_ENV.max_steps})")
     parser.add_argument("--renderer", choices=RENDERERS, help=f"{default} {DEFAULT_ENV.renderer}")
+    parser.add_argument(
+        "--camera", choices=tuple(CAMERAS), help=f"the policy's viewpoint ({default} {DEFAULT_ENV.camera})"
+    )
     parser.add_argument("--label", help="name of this run in reports (default: the policy's name)")
     parser.add_argument(
         "--overwrite",
@@ -407,7 +415,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     policy = make_policy(args.checkpoint, args.policy, args.device, args.seed)
     tasks = check_tasks(args.tasks, policy)
-    settings = resolve_settings(policy, args.data, args.image_size, args.max_steps, args.renderer)
+    settings = resolve_settings(policy, args.data, args.image_size, args.max_steps, args.renderer, args.camera)
     summary = evaluate(
         policy,
         out,

@@ -142,6 +142,9 @@ def test_reference_policies_take_the_env_from_a_dataset_and_options_only_without
     assert resolve_settings(policy, None, 48, 7, None) == EnvSettings(image_size=48, max_steps=7)
     with pytest.raises(ValueError, match=r"--image-size 64 contradicts the dataset .*: its image_size is 32"):
         resolve_settings(policy, str(tiny_root), 64, None, None)
+    assert resolve_settings(policy, None, None, None, None, "wrist") == EnvSettings(camera="wrist")
+    with pytest.raises(ValueError, match=r"--camera wrist contradicts the dataset .*: its camera is 'front'"):
+        resolve_settings(policy, str(tiny_root), None, None, None, "wrist")
 
 
 def test_a_checkpoint_and_a_dataset_of_other_settings_are_refused_naming_the_difference(tiny_root):
