@@ -90,7 +90,10 @@ class CQLConfig:
     """Discrete conservative Q-learning: Q-heads, TD target, conservative penalty, target network, augmentation."""
 
     gamma: float = 0.95  # discount
-    alpha: float = 1.0  # weight of the conservative term logsumexp_a Q(s, a) - Q(s, a_data)
+    # Weight of the conservative term logsumexp_a Q(s, a) - Q(s, a_data). 3 since 2026-12-03 (was 1): five seeds
+    # of No Sharing on benchmark_cpu_replay's data-rich pair, 54.6% vs 46.8%, P(X > 1) 0.75 [0.52, 0.94], and
+    # not lower on benchmark_cpu (docs/LEARNING.md, the learner study, section 5).
+    alpha: float = 3.0
     num_q_heads: int = 2  # independent Q-heads on the shared encoder (2 = twin heads; targets use their min)
     head_hidden: int = 256  # hidden width of each Q-head's MLP
     target: TargetRule = "min"  # next action: "min" = argmax of the target net's min over heads (no extra
