@@ -41,6 +41,9 @@ def task_index(name: str) -> int:
     return TASK_NAMES.index(check_task(name))
 
 
+CAMERA_MOUNTS = ("world", "gripper")  # what a camera pose is relative to
+
+
 @dataclass(frozen=True)
 class CameraPose:
     """Where a camera looks from (pybullet's yaw/pitch/distance around a target) and its field of view.
@@ -55,7 +58,11 @@ class CameraPose:
     yaw: float  # degrees
     pitch: float  # degrees (negative: looking down)
     fov: float  # vertical field of view, degrees
-    mount: str = "world"  # "world" or "gripper"
+    mount: str = "world"  # one of CAMERA_MOUNTS
+
+    def __post_init__(self) -> None:
+        if self.mount not in CAMERA_MOUNTS:
+            raise ValueError(f"mount={self.mount!r}: must be one of {CAMERA_MOUNTS}")
 
 
 CAMERAS: dict[str, CameraPose] = {

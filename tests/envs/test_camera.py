@@ -3,7 +3,7 @@ import pytest
 
 from robocds.envs.actions import Action
 from robocds.envs.camera import Camera
-from robocds.envs.suite import CAMERAS
+from robocds.envs.suite import CAMERAS, CameraPose
 
 
 def red_centroid(frame: np.ndarray) -> np.ndarray:
@@ -39,3 +39,8 @@ def test_a_fixed_camera_ignores_the_gripper_and_a_mounted_one_needs_it(make_env)
         wrist.render()
     grasp_point = env.scene.state().grasp_point
     assert not np.array_equal(wrist.render(grasp_point), wrist.render(grasp_point + [0.0, 0.04, 0.0]))
+
+
+def test_a_camera_pose_names_what_it_is_mounted_on():
+    with pytest.raises(ValueError, match="mount='grip'"):
+        CameraPose(target=(0.0, 0.0, 0.0), distance=0.2, yaw=0.0, pitch=-45.0, fov=60.0, mount="grip")
