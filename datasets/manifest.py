@@ -244,8 +244,8 @@ def check_manifest_values(manifest: Manifest, source: str) -> None:
 
     names = [task.name for task in manifest.tasks]
     for key, listed in (("tasks", names), ("reward_tasks", manifest.reward_tasks)):
-        if repeated(listed):
-            raise bad(key, f"{repeated(listed)} listed more than once")
+        if twice := repeated(listed):
+            raise bad(key, f"{twice} listed more than once")
     for i, task in enumerate(manifest.tasks):
         where = f"tasks[{i}]"
         if task.name not in manifest.reward_tasks:
@@ -271,8 +271,8 @@ def check_manifest_values(manifest: Manifest, source: str) -> None:
                     raise bad(f"{entry}.{count}", f"{getattr(shard, count)}: must be >= 0")
             first += shard.samples
         paths = [shard.path for shard in task.shards]
-        if repeated(paths):
-            raise bad(f"{where}.shards", f"{repeated(paths)} listed more than once")
+        if twice := repeated(paths):
+            raise bad(f"{where}.shards", f"{twice} listed more than once")
         for count, total in (("episodes", first), ("transitions", sum(shard.transitions for shard in task.shards))):
             if getattr(task, count) != total:
                 raise bad(f"{where}.{count}", f"{getattr(task, count)}, its shards list {total}")

@@ -36,7 +36,7 @@ from typing import Any
 import yaml
 
 from robocds.datasets.errors import DatasetError
-from robocds.envs.suite import CAMERAS, DEFAULT_ENV, MIN_IMAGE_SIZE, RENDERERS, EnvSettings, OracleNoise, check_task
+from robocds.envs.suite import DEFAULT_ENV, MIN_IMAGE_SIZE, RENDERERS, EnvSettings, OracleNoise, check_task
 from robocds.errors import repeated
 
 GROUP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")  # group names become parts of report file names
@@ -166,8 +166,6 @@ class Recipe:
             raise ValueError(f"image_size={self.image_size}: the camera renders frames of >= {MIN_IMAGE_SIZE} pixels")
         if self.renderer not in RENDERERS:
             raise ValueError(f"renderer={self.renderer!r}: must be one of {RENDERERS}")
-        if self.camera not in CAMERAS:
-            raise ValueError(f"camera={self.camera!r}: must be one of {tuple(CAMERAS)}")
         if self.substeps is not None and (not isinstance(self.substeps, int) or self.substeps < 1):
             raise ValueError(f"substeps={self.substeps!r}: must be an int >= 1 or null")
         self.env  # noqa: B018 - EnvSettings checks the settings together (e.g. the camera's smallest image)

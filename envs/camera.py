@@ -28,7 +28,7 @@ class Camera:
         self.pose = pose = CAMERAS[camera]
         self.client = client
         self.size = size
-        self.view = self._view(np.zeros(3)) if pose.mount == "world" else None
+        self.view = None if self.mounted else self._view(np.zeros(3))  # a mounted camera's view moves
         self.projection = client.computeProjectionMatrixFOV(fov=pose.fov, aspect=1.0, nearVal=0.05, farVal=2.0)
         # With "egl" the scene must have loaded the plugin (load_egl) before creating its bodies.
         self._renderer = client.ER_BULLET_HARDWARE_OPENGL if renderer == "egl" else client.ER_TINY_RENDERER
@@ -36,7 +36,7 @@ class Camera:
     @property
     def mounted(self) -> bool:
         """Whether the camera moves with the gripper (``render`` then needs the grasp point)."""
-        return self.view is None
+        return self.pose.mount == "gripper"
 
     def _view(self, origin: np.ndarray) -> list[float]:
         return self.client.computeViewMatrixFromYawPitchRoll(
@@ -52,7 +52,7 @@ class Camera:
         """One frame, uint8 [size, size, 3]; a gripper-mounted camera needs the grasp point's world xyz [3]."""
         if self.mounted and grasp_point is None:
             raise ValueError("a gripper-mounted camera renders from the grasp point: pass grasp_point")
-        view = self.view if not self.mounted else self._view(np.asarray(grasp_point, dtype=float))
+        view = self._view(np.asarray(grasp_point, dtype=float)) if self.mounted else self.view
         _, _, rgba, _, _ = self.client.getCameraImage(
             self.size,
             self.size,

@@ -658,8 +658,8 @@ def with_overrides(
     """``scale`` with the recipe, methods, seeds or jobs given on the command line in place of its own (the
     seeds analysed stay those of the scale that are still run). A method or seed given twice is refused."""
     for flag, given in (("--methods", methods), ("--seeds", seeds)):
-        if repeated(given or ()):
-            raise ConfigError(f"{flag} {' '.join(map(str, given))}: {repeated(given)} given more than once")
+        if twice := repeated(given or ()):
+            raise ConfigError(f"{flag} {' '.join(map(str, given))}: {twice} given more than once")
     too_large = [seed for seed in seeds or () if seed > TRAINING_SEED_MAX]
     if too_large:
         raise ConfigError(f"--seeds {' '.join(map(str, seeds or ()))}: {too_large} above {TRAINING_SEED_MAX}")
