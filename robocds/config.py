@@ -21,6 +21,9 @@ ThresholdRule = Literal["mean", "percentile"]
 ThresholdSource = Literal["batch", "heldout"]
 TargetRule = Literal["min", "double"]
 TDLoss = Literal["huber", "mse"]
+# Which transitions CQL's conservative term pulls towards their data action (see CQLConfig.conservative_weighting).
+ConservativeWeighting = Literal["uniform", "success", "advantage"]
+CONSERVATIVE_WEIGHTINGS: tuple[str, ...] = get_args(ConservativeWeighting)
 Pooling = Literal["flatten", "spatial_softmax"]
 # What MultiTaskCQL optimises: CQL (with data sharing), or behaviour cloning on its Q-logits (robocds.bc).
 Objective = Literal["cql", "bc", "filtered_bc"]
@@ -96,6 +99,9 @@ class CQLConfig:
     alpha: float = 3.0
     num_q_heads: int = 2  # independent Q-heads on the shared encoder (2 = twin heads; targets use their min)
     head_hidden: int = 256  # hidden width of each Q-head's MLP
+    # LayerNorm on each Q-head's hidden layer (Linear -> LayerNorm -> ReLU -> Linear): bounds the features the
+    # output layer reads, hence how far Q can extrapolate.
+    head_layernorm: bool = False
     target: TargetRule = "min"  # next action: "min" = argmax of the target net's min over heads (no extra
     # forward pass); "double" = argmax of the online net (double DQN; one more no-grad encoder pass)
     tau: float = 0.005  # Polyak factor of the target update (1.0 = hard copy)
@@ -113,6 +119,12 @@ class CQLConfig:
     # transition (gamma ** steps_to_success, 0 when the episode never solved the task; UDS-shared data: 0): with a
     # reward only at success, one-step targets carry it back one step per target update, this at once.
     mc_lower_bound: bool = False
+    # Which routed transitions the conservative term pulls towards their data action (the TD term keeps every one):
+    # "uniform" all of them (CQL); "success" those of episodes that succeeded for the target task (filtered_bc's
+    # imitation under CQL's values); "advantage" those whose data action has a non-negative advantage under the
+    # learner's own Q, A = Q(s, a_data) - sum_a softmax(Q)(a) Q(s, a) (CRR's binary filter). The term is normalised
+    # over the transitions it keeps, so alpha keeps its scale.
+    conservative_weighting: ConservativeWeighting = "uniform"
 
     def __post_init__(self) -> None:
         if self.target_bounds is not None:
@@ -140,6 +152,9 @@ class CQLConfig:
             raise ValueError(f"td_loss={self.td_loss!r}: must be 'huber' or 'mse'")
         if self.augment_pad < 0:
             raise ValueError(f"augment_pad={self.augment_pad}: must be >= 0")
+        if self.conservative_weighting not in CONSERVATIVE_WEIGHTINGS:
+            valid = list(CONSERVATIVE_WEIGHTINGS)
+            raise ValueError(f"conservative_weighting={self.conservative_weighting!r}: must be one of {valid}")
 
 
 @dataclass

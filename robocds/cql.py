@@ -99,6 +99,31 @@ def elementwise_td_loss(q_data: Tensor, targets: Tensor, kind: str = "huber") ->
     return loss.sum(dim=0)
 
 
+def conservative_weights(rule: str, weights: Tensor, q: Tensor, actions: Tensor, episode_successes: Tensor) -> Tensor:
+    """Weights [T_src, B, T_tgt] of the conservative term: the routing weights, kept where ``rule`` keeps a transition.
+
+    Args:
+        rule: "uniform" (every routed transition), "success" (those whose episode succeeded for the target task) or
+            "advantage" (those whose data action has a non-negative advantage under ``q``: Q(s, a_data) >=
+            sum_a softmax(Q)(a) Q(s, a), with Q the minimum over heads).
+        weights: [T_src, B, T_tgt] routing weights.
+        q: [K, T_src, B, T_tgt, A] online Q-values (read without gradient).
+        actions: int64 [T_src, B] data actions.
+        episode_successes: [T_src, B, T_tgt] 1 where the transition's episode succeeded for the target task (0 where
+            that is unknown, e.g. for UDS-shared data).
+    """
+    weights = weights.detach()
+    if rule == "uniform":
+        return weights
+    if rule == "success":
+        return weights * (episode_successes.detach().float() > 0)
+    if rule == "advantage":
+        q = q.detach().min(dim=0).values  # [T_src, B, T_tgt, A]
+        value = (q.softmax(dim=-1) * q).sum(dim=-1)
+        return weights * (data_action_values(q, actions) >= value)
+    raise ValueError(f"conservative_weighting={rule!r}: must be 'uniform', 'success' or 'advantage'")
+
+
 @dataclass(frozen=True)
 class CQLTerms:
     """Named terms of the CQL loss; all are scalars, weighted and normalised as in the module docstring."""
@@ -123,6 +148,7 @@ def cql_terms(
     weights: Tensor,
     alpha: float,
     td_loss: str = "huber",
+    conservative: Tensor | None = None,
 ) -> CQLTerms:
     """Discrete CQL loss for every (source row, transition, target task), weighted by routing weights.
 
@@ -133,15 +159,18 @@ def cql_terms(
         weights: [T_src, B, T_tgt] routing weights (no gradient).
         alpha: weight of the conservative term.
         td_loss: "huber" or "mse".
+        conservative: [T_src, B, T_tgt] weights of the conservative term (``conservative_weights``; no gradient);
+            None: the routing weights. A target task they leave without weight adds 0 to the term.
 
     Returns:
         CQLTerms.
     """
     weights = weights.detach()
+    conservative = weights if conservative is None else conservative.detach()
     q_data = data_action_values(q, actions)  # [K, T_src, B, T_tgt]
     logsumexp = torch.logsumexp(q, dim=-1)  # [K, T_src, B, T_tgt]
     td = weighted_task_mean(elementwise_td_loss(q_data, targets, td_loss), weights)
-    gap = weighted_task_mean((logsumexp - q_data).sum(dim=0), weights)
+    gap = weighted_task_mean((logsumexp - q_data).sum(dim=0), conservative)
     with torch.no_grad():
         q_mean = weighted_task_mean(q_data.mean(dim=0), weights)
         lse_mean = weighted_task_mean(logsumexp.mean(dim=0), weights)

@@ -19,6 +19,7 @@ from robocds.bc import BCTerms, bc_terms, bc_weights
 from robocds.config import OBJECTIVES, CQLConfig, EncoderConfig, Objective, from_dict
 from robocds.cql import (
     CQLTerms,
+    conservative_weights,
     cql_terms,
     data_action_values,
     monte_carlo_returns,
@@ -179,6 +180,7 @@ class MultiTaskCQL(LightningModule):
             num_actions=self.num_actions,
             num_heads=self.cql_config.num_q_heads,
             head_hidden=self.cql_config.head_hidden,
+            head_layernorm=self.cql_config.head_layernorm,
         )
         self.q_target = copy.deepcopy(self.q).requires_grad_(False)
         self.router: Router | None = None  # set by the DataSharing callback
@@ -219,15 +221,19 @@ class MultiTaskCQL(LightningModule):
             routing = router(data_action_values(q.detach(), batch[BATCH_ACTION]).min(dim=0).values, batch)
             rewards, dones = relabel(batch[BATCH_REWARDS], batch[BATCH_SUCCESSES], routing.zero_shared_rewards)
             targets = td_targets(cfg.reward_scale * rewards, dones, next_values, cfg.gamma)
+            # UDS: a shared transition's rewards are unknown, so are its return and whether its episode solved the task.
+            known = own_mask(t, q.device) if routing.zero_shared_rewards else 1.0
             if cfg.mc_lower_bound:
-                returns = monte_carlo_returns(batch[BATCH_STEPS_TO_SUCCESS], cfg.gamma)
-                if routing.zero_shared_rewards:  # UDS: a shared transition's rewards are unknown, so is its return
-                    returns = returns * own_mask(t, returns.device)
+                returns = monte_carlo_returns(batch[BATCH_STEPS_TO_SUCCESS], cfg.gamma) * known
                 targets = torch.maximum(targets, cfg.reward_scale * returns)
             if cfg.target_bounds is not None:
                 low, high = cfg.target_bounds
                 targets = targets.clamp(cfg.reward_scale * low, cfg.reward_scale * high)
-        terms = cql_terms(q, batch[BATCH_ACTION], targets, routing.weights, cfg.alpha, cfg.td_loss)
+            successes = batch[BATCH_EPISODE_SUCCESSES] * known
+            conservative = conservative_weights(
+                cfg.conservative_weighting, routing.weights, q, batch[BATCH_ACTION], successes
+            )
+        terms = cql_terms(q, batch[BATCH_ACTION], targets, routing.weights, cfg.alpha, cfg.td_loss, conservative)
         return terms, routing
 
     def compute_bc_terms(self, batch: Mapping[str, Tensor]) -> BCTerms:

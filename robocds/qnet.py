@@ -26,6 +26,7 @@ class MultiTaskQNetwork(nn.Module):
         num_actions: int,
         num_heads: int = 2,
         head_hidden: int = 256,
+        head_layernorm: bool = False,
     ) -> None:
         super().__init__()
         self.num_tasks = num_tasks
@@ -34,6 +35,7 @@ class MultiTaskQNetwork(nn.Module):
         self.heads = nn.ModuleList(
             nn.Sequential(
                 nn.Linear(self.encoder.out_dim, head_hidden),
+                *([nn.LayerNorm(head_hidden)] if head_layernorm else []),
                 nn.ReLU(inplace=True),
                 nn.Linear(head_hidden, num_tasks * num_actions),
             )

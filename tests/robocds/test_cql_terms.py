@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from robocds.cql import (
+    conservative_weights,
     cql_terms,
     data_action_values,
     elementwise_td_loss,
@@ -103,3 +104,27 @@ def test_weighted_means_normalise_per_target_task() -> None:
     weights = torch.tensor([[[1.0, 0.0], [1.0, 0.0]], [[0.0, 1.0], [0.0, 1.0]]])  # own data only
     assert per_task_weighted_mean(values, weights).tolist() == [2.0, 35.0]
     assert weighted_task_mean(values, weights).item() == 18.5
+
+
+def test_conservative_weights_keep_successful_or_non_negative_advantage_transitions() -> None:
+    successes = torch.tensor([[[1.0, 0.0]], [[1.0, 1.0]]])
+    assert torch.equal(conservative_weights("uniform", WEIGHTS, Q, ACTIONS, successes), WEIGHTS)
+    kept = conservative_weights("success", WEIGHTS, Q, ACTIONS, successes)
+    assert kept.tolist() == [[[1.0, 0.0]], [[0.0, 1.0]]]
+    # Advantage of the data action under softmax(Q): (1, 2) took 2 >= 1.73; (0, 0) took 0 >= 0; (3, 1) took 3;
+    # (-1, 1) took -1 < 0.52, dropped.
+    kept = conservative_weights("advantage", WEIGHTS, Q, ACTIONS, successes)
+    assert kept.tolist() == [[[1.0, 0.5]], [[0.0, 0.0]]]
+    with pytest.raises(ValueError, match="conservative_weighting='all'"):
+        conservative_weights("all", WEIGHTS, Q, ACTIONS, successes)
+
+
+def test_the_conservative_term_is_normalised_over_the_transitions_it_keeps() -> None:
+    kept = torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]]])
+    terms = cql_terms(Q, ACTIONS, TARGETS, WEIGHTS, alpha=2.0, td_loss="mse", conservative=kept)
+    gap = ((lse(1, 2) - 2) + (lse(-1, 1) + 1)) / 2  # task 0 keeps (j=0), task 1 keeps (j=1): one transition each
+    assert terms.cql_loss.item() == pytest.approx(gap, rel=1e-6)
+    uniform = cql_terms(Q, ACTIONS, TARGETS, WEIGHTS, alpha=2.0, td_loss="mse")
+    assert terms.td_loss.item() == pytest.approx(uniform.td_loss.item(), rel=1e-6)  # the TD term keeps every one
+    nothing = cql_terms(Q, ACTIONS, TARGETS, WEIGHTS, alpha=2.0, td_loss="mse", conservative=torch.zeros_like(kept))
+    assert nothing.cql_loss.item() == 0.0 and nothing.loss.item() == pytest.approx(uniform.td_loss.item(), rel=1e-6)

@@ -66,6 +66,16 @@ def test_q_network_outputs_every_head_task_and_action() -> None:
     assert no_proprio(torch.zeros(2, 3, 64, 64, dtype=torch.uint8)).shape == (1, 2, 9, 8)
 
 
+def test_head_layernorm_normalises_each_heads_hidden_layer() -> None:
+    net = MultiTaskQNetwork(EncoderConfig(**TINY_ENCODER), 16, 4, num_tasks=3, num_actions=4, head_layernorm=True)
+    norms = [layer for head in net.heads for layer in head if isinstance(layer, torch.nn.LayerNorm)]
+    assert len(norms) == 2 and all(norm.normalized_shape == (256,) for norm in norms)
+    q = net(torch.randint(0, 255, (5, 3, 16, 16), dtype=torch.uint8), torch.rand(5, 4))
+    assert q.shape == (2, 5, 3, 4)
+    model = tiny_model(head_layernorm=True)
+    assert any(isinstance(layer, torch.nn.LayerNorm) for layer in model.q.heads[0])
+
+
 def test_spatial_softmax_finds_a_hot_cell_and_follows_it() -> None:
     pool = SpatialSoftmax(5, 7)
     features = torch.full((1, 2, 5, 7), -30.0)
@@ -212,3 +222,21 @@ def test_target_bounds_clamp_the_td_targets_and_bad_bounds_are_named() -> None:
     assert 0.0 <= bounded_target <= 1.0
     with pytest.raises(ValueError, match=r"target_bounds=\(1.0, 0.0\)"):
         CQLConfig(target_bounds=(1.0, 0.0))
+
+
+def test_success_weighted_conservative_term_skips_failed_episodes_and_keeps_the_td_term() -> None:
+    batch = make_batch(num_tasks=3, batch_size=5)
+    router = SharingRouter(SharingConfig(mode="none"))
+    uniform = tiny_model(augment_pad=0)
+    filtered = tiny_model(augment_pad=0, conservative_weighting="success")
+    filtered.load_state_dict(uniform.state_dict())
+    batch["episode_successes"] = torch.zeros_like(batch["episode_successes"])
+    failed, _ = filtered.compute_terms(batch, router)
+    both, _ = uniform.compute_terms(batch, router)
+    assert failed.cql_loss.item() == 0.0 and both.cql_loss.item() > 0.0
+    assert failed.td_loss.item() == pytest.approx(both.td_loss.item(), rel=1e-6)
+    batch["episode_successes"] = torch.ones_like(batch["episode_successes"])  # every episode solved every task
+    solved, _ = filtered.compute_terms(batch, router)
+    assert solved.cql_loss.item() == pytest.approx(both.cql_loss.item(), rel=1e-6)
+    with pytest.raises(ValueError, match="conservative_weighting='successes'"):
+        CQLConfig(conservative_weighting="successes")  # type: ignore[arg-type]
