@@ -61,7 +61,7 @@ def mix_seed(*values: int) -> int:
 # Hyperparameters that fix the network's shapes or what its outputs mean: a checkpoint that differs in one of
 # them cannot be resumed into this module (its tensors would not fit, or would fit and mean something else).
 NETWORK_HPARAMS = ("num_tasks", "num_actions", "image_size", "proprio_dim", "task_names", "encoder")
-NETWORK_CQL_FIELDS = ("num_q_heads", "head_hidden")
+NETWORK_CQL_FIELDS = ("num_q_heads", "head_hidden", "head_layernorm")
 
 
 def check_same_network(saved: Mapping[str, Any], current: Mapping[str, Any]) -> None:

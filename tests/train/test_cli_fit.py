@@ -295,3 +295,5 @@ def test_resuming_a_checkpoint_of_another_dataset_is_refused_naming_the_setting(
     check_same_network(saved, {"num_tasks": 3, "encoder": {"channels": [8, 16]}, "cql": {"head_hidden": 32}})
     with pytest.raises(CheckpointError, match=r"cql.head_hidden=32 differs from this run's cql.head_hidden=16"):
         check_same_network(saved, {"num_tasks": 3, "encoder": {"channels": [8, 16]}, "cql": {"head_hidden": 16}})
+    with pytest.raises(CheckpointError, match=r"cql.head_layernorm=False differs from this run.s cql.head_layernorm"):
+        check_same_network({"cql": {"head_layernorm": False}}, {"cql": {"head_layernorm": True}})
