@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from robocds.config import stored_cql
 from robocds.errors import CheckpointError
 
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save writes a zip archive (the only format since torch 1.6)
@@ -91,7 +92,8 @@ def load_module(path: str | Path, map_location: str | torch.device = "cpu"):
     data = load_checkpoint(file)
     if not isinstance(data.get("hyper_parameters"), dict) or "num_tasks" not in data["hyper_parameters"]:
         raise CheckpointError(f"{file}: not a MultiTaskCQL checkpoint (no num_tasks among its hyperparameters)")
+    cql = stored_cql(data["hyper_parameters"].get("cql"))  # a field the checkpoint predates: its value then
     try:
-        return MultiTaskCQL.load_from_checkpoint(file, map_location=map_location, weights_only=True)
+        return MultiTaskCQL.load_from_checkpoint(file, map_location=map_location, weights_only=True, cql=cql)
     except (TypeError, KeyError, RuntimeError, ValueError) as err:
         raise CheckpointError(f"{file}: not a MultiTaskCQL checkpoint ({_first_line(err)})") from None

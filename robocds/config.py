@@ -45,6 +45,17 @@ def from_dict(cls: type[_C], value: _C | dict[str, Any] | None) -> _C:
     raise TypeError(f"expected {cls.__name__} or dict, got {type(value).__name__}")
 
 
+# A checkpoint stores every CQLConfig field of its day, so a field added later is absent from it and would take
+# today's default. Where that default differs from the behaviour before the field existed, this is the value that
+# rebuilds the checkpoint's own network and loss.
+CQL_VALUES_BEFORE_THEY_WERE_STORED: dict[str, Any] = {"head_layernorm": False, "conservative_weighting": "uniform"}
+
+
+def stored_cql(stored: dict[str, Any] | None) -> dict[str, Any]:
+    """A checkpoint's stored ``cql`` hyperparameters, completed with the values of the fields it predates."""
+    return {**CQL_VALUES_BEFORE_THEY_WERE_STORED, **(stored or {})}
+
+
 def _positive_ints(name: str, values: tuple[int, ...]) -> None:
     if not values or any(int(v) < 1 for v in values):
         raise ValueError(f"{name}={values!r}: must be a non-empty sequence of positive integers")

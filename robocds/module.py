@@ -16,7 +16,7 @@ from torch import Tensor
 from robocds.augment import random_shift
 from robocds.batch import as_chw_batch, check_batch, flatten_rows
 from robocds.bc import BCTerms, bc_terms, bc_weights
-from robocds.config import OBJECTIVES, CQLConfig, EncoderConfig, Objective, from_dict
+from robocds.config import OBJECTIVES, CQLConfig, EncoderConfig, Objective, from_dict, stored_cql
 from robocds.cql import (
     CQLTerms,
     conservative_weights,
@@ -77,9 +77,9 @@ def check_same_network(saved: Mapping[str, Any], current: Mapping[str, Any]) -> 
         return [plain(v) for v in value] if isinstance(value, (list, tuple)) else value
 
     pairs = [(name, saved.get(name), current.get(name)) for name in NETWORK_HPARAMS if name in saved]
-    saved_cql, current_cql = saved.get("cql") or {}, current.get("cql") or {}
+    saved_cql, current_cql = stored_cql(saved.get("cql")), current.get("cql") or {}
     pairs += [(f"cql.{name}", saved_cql.get(name), current_cql.get(name)) for name in NETWORK_CQL_FIELDS
-              if name in saved_cql]  # fmt: skip
+              if name in saved_cql and name in current_cql]  # fmt: skip
     for name, was, now in pairs:
         if plain(was) != plain(now):
             raise CheckpointError(

@@ -240,3 +240,21 @@ def test_success_weighted_conservative_term_skips_failed_episodes_and_keeps_the_
     assert solved.cql_loss.item() == pytest.approx(both.cql_loss.item(), rel=1e-6)
     with pytest.raises(ValueError, match="conservative_weighting='successes'"):
         CQLConfig(conservative_weighting="successes")  # type: ignore[arg-type]
+
+
+def test_a_checkpoint_written_before_the_head_settings_existed_loads_as_it_was_trained(tmp_path) -> None:
+    # Its stored cql dict lacks head_layernorm and conservative_weighting: it gets their values from before they
+    # existed (no LayerNorm, uniform), whatever today's defaults are, and its tensors load.
+    import lightning
+
+    from robocds.checkpoint import load_module
+
+    model = tiny_model(head_layernorm=False, conservative_weighting="uniform")
+    hparams = dict(model.hparams)
+    hparams["cql"] = {k: v for k, v in hparams["cql"].items() if k not in ("head_layernorm", "conservative_weighting")}
+    old = tmp_path / "old.ckpt"
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": hparams,
+                "pytorch-lightning_version": lightning.__version__}, old)  # fmt: skip
+    loaded = load_module(old)
+    assert loaded.cql_config.head_layernorm is False and loaded.cql_config.conservative_weighting == "uniform"
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
