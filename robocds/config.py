@@ -133,8 +133,9 @@ class CQLConfig:
     # Which routed transitions the conservative term pulls towards their data action (the TD term keeps every one):
     # "uniform" all of them (CQL); "success" those of episodes that succeeded for the target task (filtered_bc's
     # imitation under CQL's values); "advantage" those whose data action has a non-negative advantage under the
-    # learner's own Q, A = Q(s, a_data) - sum_a softmax(Q)(a) Q(s, a) (CRR's binary filter). The term is normalised
-    # over the transitions it keeps, so alpha keeps its scale.
+    # learner's own Q, A = Q(s, a_data) - sum_a softmax(Q)(a) Q(s, a) (CRR's binary filter; it diverged on the wrist
+    # benchmarks, docs/LEARNING.md, the learner study, section 7). The term is normalised over the transitions it keeps,
+    # so alpha keeps its scale.
     conservative_weighting: ConservativeWeighting = "uniform"
 
     def __post_init__(self) -> None:
