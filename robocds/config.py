@@ -22,7 +22,7 @@ ThresholdSource = Literal["batch", "heldout"]
 TargetRule = Literal["min", "double"]
 TDLoss = Literal["huber", "mse"]
 # Which transitions CQL's conservative term pulls towards their data action (see CQLConfig.conservative_weighting).
-ConservativeWeighting = Literal["uniform", "success", "advantage"]
+ConservativeWeighting = Literal["uniform", "success", "success_else_mean", "advantage"]
 CONSERVATIVE_WEIGHTINGS: tuple[str, ...] = get_args(ConservativeWeighting)
 Pooling = Literal["flatten", "spatial_softmax"]
 # What MultiTaskCQL optimises: CQL (with data sharing), or behaviour cloning on its Q-logits (robocds.bc).
@@ -132,10 +132,12 @@ class CQLConfig:
     mc_lower_bound: bool = False
     # Which routed transitions the conservative term pulls towards their data action (the TD term keeps every one):
     # "uniform" all of them (CQL); "success" those of episodes that succeeded for the target task (filtered_bc's
-    # imitation under CQL's values); "advantage" those whose data action has a non-negative advantage under the
+    # imitation under CQL's values); "success_else_mean" that, and on every other routed transition logsumexp_a Q -
+    # mean_a Q (the highest actions pushed down, none pulled up); "advantage" those whose data action has a
+    # non-negative advantage under the
     # learner's own Q, A = Q(s, a_data) - sum_a softmax(Q)(a) Q(s, a) (CRR's binary filter; it diverged on the wrist
-    # benchmarks, docs/LEARNING.md, the learner study, section 7). The term is normalised over the transitions it keeps,
-    # so alpha keeps its scale.
+    # benchmarks, docs/LEARNING.md, the learner study, section 7). The term is normalised over the transitions it keeps
+    # (all routed ones for "success_else_mean"), so alpha keeps its scale.
     conservative_weighting: ConservativeWeighting = "uniform"
 
     def __post_init__(self) -> None:

@@ -103,7 +103,8 @@ def conservative_weights(rule: str, weights: Tensor, q: Tensor, actions: Tensor,
     """Weights [T_src, B, T_tgt] of the conservative term: the routing weights, kept where ``rule`` keeps a transition.
 
     Args:
-        rule: "uniform" (every routed transition), "success" (those whose episode succeeded for the target task) or
+        rule: "uniform" (every routed transition), "success" or "success_else_mean" (those whose episode succeeded
+            for the target task; the latter's other transitions are anchored at the mean, see ``cql_terms``) or
             "advantage" (those whose data action has a non-negative advantage under ``q``: Q(s, a_data) >=
             sum_a softmax(Q)(a) Q(s, a), with Q the minimum over heads).
         weights: [T_src, B, T_tgt] routing weights.
@@ -115,13 +116,15 @@ def conservative_weights(rule: str, weights: Tensor, q: Tensor, actions: Tensor,
     weights = weights.detach()
     if rule == "uniform":
         return weights
-    if rule == "success":
+    if rule in ("success", "success_else_mean"):
         return weights * (episode_successes.detach().float() > 0)
     if rule == "advantage":
         q = q.detach().min(dim=0).values  # [T_src, B, T_tgt, A]
         value = (q.softmax(dim=-1) * q).sum(dim=-1)
         return weights * (data_action_values(q, actions) >= value)
-    raise ValueError(f"conservative_weighting={rule!r}: must be 'uniform', 'success' or 'advantage'")
+    raise ValueError(
+        f"conservative_weighting={rule!r}: must be 'uniform', 'success', 'success_else_mean' or 'advantage'"
+    )
 
 
 @dataclass(frozen=True)
@@ -149,6 +152,7 @@ def cql_terms(
     alpha: float,
     td_loss: str = "huber",
     conservative: Tensor | None = None,
+    mean_elsewhere: bool = False,
 ) -> CQLTerms:
     """Discrete CQL loss for every (source row, transition, target task), weighted by routing weights.
 
@@ -161,6 +165,9 @@ def cql_terms(
         td_loss: "huber" or "mse".
         conservative: [T_src, B, T_tgt] weights of the conservative term (``conservative_weights``; no gradient);
             None: the routing weights. A target task they leave without weight adds 0 to the term.
+        mean_elsewhere: where ``conservative`` is 0 but the routing weight is not, the term is logsumexp_a Q -
+            mean_a Q instead of nothing (the highest actions pushed down, none pulled up), normalised over the
+            routing weights.
 
     Returns:
         CQLTerms.
@@ -170,7 +177,11 @@ def cql_terms(
     q_data = data_action_values(q, actions)  # [K, T_src, B, T_tgt]
     logsumexp = torch.logsumexp(q, dim=-1)  # [K, T_src, B, T_tgt]
     td = weighted_task_mean(elementwise_td_loss(q_data, targets, td_loss), weights)
-    gap = weighted_task_mean((logsumexp - q_data).sum(dim=0), conservative)
+    if mean_elsewhere:
+        anchor = torch.where(conservative > 0, q_data, q.mean(dim=-1))
+        gap = weighted_task_mean((logsumexp - anchor).sum(dim=0), weights)
+    else:
+        gap = weighted_task_mean((logsumexp - q_data).sum(dim=0), conservative)
     with torch.no_grad():
         q_mean = weighted_task_mean(q_data.mean(dim=0), weights)
         lse_mean = weighted_task_mean(logsumexp.mean(dim=0), weights)

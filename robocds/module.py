@@ -233,7 +233,10 @@ class MultiTaskCQL(LightningModule):
             conservative = conservative_weights(
                 cfg.conservative_weighting, routing.weights, q, batch[BATCH_ACTION], successes
             )
-        terms = cql_terms(q, batch[BATCH_ACTION], targets, routing.weights, cfg.alpha, cfg.td_loss, conservative)
+        mean_elsewhere = cfg.conservative_weighting == "success_else_mean"
+        terms = cql_terms(
+            q, batch[BATCH_ACTION], targets, routing.weights, cfg.alpha, cfg.td_loss, conservative, mean_elsewhere
+        )
         return terms, routing
 
     def compute_bc_terms(self, batch: Mapping[str, Tensor]) -> BCTerms:

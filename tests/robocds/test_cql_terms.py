@@ -128,3 +128,12 @@ def test_the_conservative_term_is_normalised_over_the_transitions_it_keeps() -> 
     assert terms.td_loss.item() == pytest.approx(uniform.td_loss.item(), rel=1e-6)  # the TD term keeps every one
     nothing = cql_terms(Q, ACTIONS, TARGETS, WEIGHTS, alpha=2.0, td_loss="mse", conservative=torch.zeros_like(kept))
     assert nothing.cql_loss.item() == 0.0 and nothing.loss.item() == pytest.approx(uniform.td_loss.item(), rel=1e-6)
+
+
+def test_mean_elsewhere_anchors_the_transitions_the_conservative_weights_leave_out_at_the_mean() -> None:
+    kept = torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]]])  # [j, 0, i]: (0 -> 1) left out, routed at weight 0.5
+    terms = cql_terms(Q, ACTIONS, TARGETS, WEIGHTS, alpha=2.0, td_loss="mse", conservative=kept, mean_elsewhere=True)
+    task0 = lse(1, 2) - 2  # its only routed transition is kept: CQL's term
+    task1 = (0.5 * (lse(0, 0) - 0.0) + 1.0 * (lse(-1, 1) + 1)) / 1.5  # left out: logsumexp - mean Q; kept: CQL's
+    assert terms.cql_loss.item() == pytest.approx((task0 + task1) / 2, rel=1e-6)
+    assert conservative_weights("success_else_mean", WEIGHTS, Q, ACTIONS, kept).tolist() == [[[1.0, 0.0]], [[0.0, 1.0]]]
