@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from robocds.config import CONSERVATIVE_WEIGHTINGS
+
 EPS = 1e-6
 
 
@@ -122,9 +124,7 @@ def conservative_weights(rule: str, weights: Tensor, q: Tensor, actions: Tensor,
         q = q.detach().min(dim=0).values  # [T_src, B, T_tgt, A]
         value = (q.softmax(dim=-1) * q).sum(dim=-1)
         return weights * (data_action_values(q, actions) >= value)
-    raise ValueError(
-        f"conservative_weighting={rule!r}: must be 'uniform', 'success', 'success_else_mean' or 'advantage'"
-    )
+    raise ValueError(f"conservative_weighting={rule!r}: must be one of {list(CONSERVATIVE_WEIGHTINGS)}")
 
 
 @dataclass(frozen=True)
