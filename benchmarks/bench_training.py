@@ -56,6 +56,7 @@ from robocds.augment import random_shift
 from robocds.config import CQLConfig, EncoderConfig, SharingConfig
 from robocds.datasets.schema import (
     BATCH_ACTION,
+    BATCH_BOOTSTRAP_STEPS,
     BATCH_EPISODE_SUCCESSES,
     BATCH_IMAGE,
     BATCH_NEXT_IMAGE,
@@ -134,6 +135,7 @@ def synthetic_batch(shapes: Shapes, device: str) -> dict[str, torch.Tensor]:
         BATCH_SUCCESSES: rewards.clone(),
         BATCH_EPISODE_SUCCESSES: rewards.clone(),
         BATCH_STEPS_TO_SUCCESS: torch.where(rewards > 0, 0.0, torch.inf),
+        BATCH_BOOTSTRAP_STEPS: torch.ones(t, b),
     }
     return {k: v.to(device) for k, v in batch.items()}
 

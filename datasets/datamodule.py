@@ -61,11 +61,12 @@ class DataSettings:
     shuffle_buffer: int
     resampled: bool
     verify: bool
+    n_step: int
 
     def __post_init__(self) -> None:
         if not self.root:
             raise ConfigError(f"root={self.root!r}: must name a dataset folder or URL")
-        for name in ("batch_size", "steps_per_epoch", "val_batch_size", "shuffle_buffer"):
+        for name in ("batch_size", "steps_per_epoch", "val_batch_size", "shuffle_buffer", "n_step"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name}={value!r}: must be an int >= 1")
@@ -168,6 +169,9 @@ class OfflineDataModule(pl.LightningDataModule):
             or split a per-epoch shuffled shard list by node and worker (``False``).
         verify: check every shard's sha256 against the manifest as it is read, into memory or streamed
             (the bytes are hashed as they arrive: no second read; the size is checked either way).
+        n_step: how many steps on each transition's target bootstraps (``next_image`` is that frame; fewer at an
+            episode's end, ``bootstrap_steps`` in the batch): 1 is the one-step TD target; n sums the
+            discounted rewards of the data's next n steps (training and validation batches alike).
     """
 
     def __init__(
@@ -186,6 +190,7 @@ class OfflineDataModule(pl.LightningDataModule):
         shuffle_buffer: int = 2000,
         resampled: bool = True,
         verify: bool = True,
+        n_step: int = 1,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -203,6 +208,7 @@ class OfflineDataModule(pl.LightningDataModule):
             shuffle_buffer=shuffle_buffer,
             resampled=resampled,
             verify=verify,
+            n_step=n_step,
         )
         self.hparams["seed"] = self.settings.seed  # the seed actually used, in checkpoints and hparams.yaml
         self.manifest: Manifest = read_manifest(self.settings.root)
@@ -286,9 +292,10 @@ class OfflineDataModule(pl.LightningDataModule):
                 episodes = load_task_episodes(s.root, self.manifest, name, check_hash=s.verify)
                 train_eps.append([e for e in episodes if e.meta.episode not in held])
                 val_eps.append([e for e in episodes if e.meta.episode in held])
-            self.train_replay = replay_from_episodes(train_eps, self._task_names, self.manifest.reward_tasks).to(device)
+            reward_tasks = self.manifest.reward_tasks
+            self.train_replay = replay_from_episodes(train_eps, self._task_names, reward_tasks, s.n_step).to(device)
             self.val_replay = (
-                replay_from_episodes(val_eps, self._task_names, self.manifest.reward_tasks).to(device)
+                replay_from_episodes(val_eps, self._task_names, reward_tasks, s.n_step).to(device)
                 if held_out
                 else self.train_replay
             )
@@ -301,7 +308,7 @@ class OfflineDataModule(pl.LightningDataModule):
                 per_task.append(load_task_episodes(s.root, self.manifest, name, wanted, check_hash=s.verify))
                 if len(val_range):
                     self._held_out_transitions[name] = sum(e.length for e in per_task[-1])
-            self.val_replay = replay_from_episodes(per_task, self._task_names, self.manifest.reward_tasks)
+            self.val_replay = replay_from_episodes(per_task, self._task_names, self.manifest.reward_tasks, s.n_step)
 
     def train_dataloader(self) -> torch.utils.data.DataLoader:
         s = self.settings
@@ -341,6 +348,7 @@ class OfflineDataModule(pl.LightningDataModule):
                 seed=s.seed,
                 manifest=self.manifest,
                 verify=s.verify,
+                n_step=s.n_step,
             )
             loader = _EpochLoader(
                 dataset,

@@ -77,6 +77,13 @@ class Episode:
             steps[t] = following
         return steps
 
+    def bootstrap_steps(self, n_step: int) -> np.ndarray:
+        """int64 [L]: steps from step t's observation to the one an ``n_step`` target bootstraps from, n_step
+        or fewer where the episode ends first (frame L, its last)."""
+        if isinstance(n_step, bool) or not isinstance(n_step, int) or n_step < 1:
+            raise ValueError(f"n_step={n_step!r}: must be an int >= 1")
+        return np.minimum(n_step, self.length - np.arange(self.length, dtype=np.int64))
+
 
 # ----------------------------------------------------------------------------- encoding
 

@@ -1,9 +1,9 @@
 """In-memory multi-task replay: shards decoded once into uint8 tensors, uniform sampling per task.
 
 Frames are stored once per state ([F, 3, S, S] uint8 over every episode of every task), and a
-transition is the index of its observation frame (the next observation is the following frame),
-so memory is about one frame per transition. Sampling one batch is a handful of index ops, on the
-CPU or on whichever device the replay was moved to.
+transition is the index of its observation frame (the frame it bootstraps from is ``bootstrap_steps``
+frames on: the next one for one-step targets), so memory is about one frame per transition. Sampling
+one batch is a handful of index ops, on the CPU or on whichever device the replay was moved to.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from robocds.datasets.episode import Episode
 from robocds.datasets.manifest import load_shard, read_manifest
 from robocds.datasets.schema import (
     BATCH_ACTION,
+    BATCH_BOOTSTRAP_STEPS,
     BATCH_EPISODE_SUCCESSES,
     BATCH_IMAGE,
     BATCH_NEXT_IMAGE,
@@ -40,7 +41,8 @@ class MultiTaskReplay:
     Shapes (F frames, N transitions over all tasks, P proprio, T selected tasks, S image size):
     ``frames`` uint8 [F, 3, S, S], ``proprio`` float32 [F, P], ``obs_index`` int64 [N] (frame of the
     observation; the next observation is frame ``obs_index + 1``), ``action`` int64 [N],
-    ``rewards``/``successes`` float32 [N, T], ``episode_successes`` float32 [N, T] (1 where the
+    ``bootstrap_steps`` int64 [N] (the target's frame is ``obs_index + bootstrap_steps``: 1, or up to the
+    loader's n_step), ``rewards``/``successes`` float32 [N, T], ``episode_successes`` float32 [N, T] (1 where the
     transition's episode has a return > 0 for that task, the same for all its transitions),
     ``task_start``/``task_count`` int64 [T] (task t owns transitions
     ``task_start[t] .. task_start[t] + task_count[t] - 1``).
@@ -55,6 +57,7 @@ class MultiTaskReplay:
     successes: torch.Tensor
     episode_successes: torch.Tensor
     steps_to_success: torch.Tensor
+    bootstrap_steps: torch.Tensor
     task_start: torch.Tensor
     task_count: torch.Tensor
 
@@ -83,6 +86,7 @@ class MultiTaskReplay:
             self.successes,
             self.episode_successes,
             self.steps_to_success,
+            self.bootstrap_steps,
             self.task_start,
             self.task_count,
         ]
@@ -108,6 +112,7 @@ class MultiTaskReplay:
         t, b = index.shape
         flat = index.reshape(-1)
         obs = self.obs_index.index_select(0, flat)
+        ahead = self.bootstrap_steps.index_select(0, flat)
 
         def rows(tensor: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
             # index_select is a plain row copy: ~15x faster than advanced indexing for the uint8 frames.
@@ -115,27 +120,33 @@ class MultiTaskReplay:
 
         return {
             BATCH_IMAGE: rows(self.frames, obs),
-            BATCH_NEXT_IMAGE: rows(self.frames, obs + 1),
+            BATCH_NEXT_IMAGE: rows(self.frames, obs + ahead),
             BATCH_PROPRIO: rows(self.proprio, obs),
-            BATCH_NEXT_PROPRIO: rows(self.proprio, obs + 1),
+            BATCH_NEXT_PROPRIO: rows(self.proprio, obs + ahead),
             BATCH_ACTION: rows(self.action, flat),
             BATCH_REWARDS: rows(self.rewards, flat),
             BATCH_SUCCESSES: rows(self.successes, flat),
             BATCH_EPISODE_SUCCESSES: rows(self.episode_successes, flat),
             BATCH_STEPS_TO_SUCCESS: rows(self.steps_to_success, flat),
+            BATCH_BOOTSTRAP_STEPS: ahead.view(t, b).float(),
         }
 
 
 def replay_from_episodes(
-    episodes_per_task: Sequence[Sequence[Episode]], task_names: Sequence[str], reward_tasks: Sequence[str]
+    episodes_per_task: Sequence[Sequence[Episode]],
+    task_names: Sequence[str],
+    reward_tasks: Sequence[str],
+    n_step: int = 1,
 ) -> MultiTaskReplay:
-    """Pack decoded episodes (one list per task, in ``task_names`` order) into a ``MultiTaskReplay``.
+    """Pack decoded episodes (one list per task, in ``task_names`` order) into a ``MultiTaskReplay`` whose
+    transitions bootstrap ``n_step`` frames on (fewer at an episode's end).
 
     ``reward_tasks`` is the order of the stored reward columns; the replay keeps the columns of
     ``task_names`` only, in that order, so ``rewards[..., i]`` is task ``task_names[i]``'s reward.
     """
     columns = [list(reward_tasks).index(name) for name in task_names]
     proprio, obs_index, action, rewards, successes, episode_successes, steps_to_success = [], [], [], [], [], [], []
+    bootstrap_steps = []
     task_start, task_count = [], []
     n_frames = n_transitions = 0
     for episodes in episodes_per_task:
@@ -151,6 +162,7 @@ def replay_from_episodes(
             successes.append(episode.task_successes[:, columns])
             episode_successes.append(np.broadcast_to(episode.returns_positive(columns), (length, len(columns))))
             steps_to_success.append(episode.steps_to_success(columns))
+            bootstrap_steps.append(episode.bootstrap_steps(n_step))
             n_frames += length + 1
             n_transitions += length
         task_count.append(n_transitions - task_start[-1])
@@ -173,6 +185,7 @@ def replay_from_episodes(
         successes=torch.from_numpy(np.concatenate(successes).astype(np.float32)),
         episode_successes=torch.from_numpy(np.concatenate(episode_successes)),
         steps_to_success=torch.from_numpy(np.concatenate(steps_to_success)),
+        bootstrap_steps=torch.from_numpy(np.concatenate(bootstrap_steps)),
         task_start=torch.tensor(task_start, dtype=torch.int64),
         task_count=torch.tensor(task_count, dtype=torch.int64),
     )
@@ -223,6 +236,7 @@ def load_replay(
     episodes: dict[str, Sequence[int]] | None = None,
     manifest: Manifest | None = None,
     check_hash: bool = True,
+    n_step: int = 1,
 ) -> MultiTaskReplay:
     """Load (and verify) a dataset, or some tasks / episode ranges of it, into a CPU ``MultiTaskReplay``."""
     manifest = manifest or read_manifest(root)
@@ -231,7 +245,7 @@ def load_replay(
     for name in names:
         wanted = None if episodes is None else episodes[name]
         per_task.append(load_task_episodes(root, manifest, name, wanted, check_hash))
-    return replay_from_episodes(per_task, names, manifest.reward_tasks)
+    return replay_from_episodes(per_task, names, manifest.reward_tasks, n_step)
 
 
 class ReplaySampler(torch.utils.data.IterableDataset):

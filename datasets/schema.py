@@ -9,9 +9,10 @@ tasks, B the number of transitions drawn from each task's own data, H x W the im
 key                          dtype       shape            meaning
 ===========================  ==========  ===============  ============================================
 ``BATCH_IMAGE``              uint8       [T, B, 3, H, W]  observation frame, row t drawn from task t's data
-``BATCH_NEXT_IMAGE``         uint8       [T, B, 3, H, W]  next frame
+``BATCH_NEXT_IMAGE``         uint8       [T, B, 3, H, W]  the frame bootstrapped from: the next one (``n_step`` 1), else
+                                                          ``bootstrap_steps`` frames on
 ``BATCH_PROPRIO``            float32     [T, B, P]        measured and commanded arm state (envs.env)
-``BATCH_NEXT_PROPRIO``       float32     [T, B, P]        next proprio
+``BATCH_NEXT_PROPRIO``       float32     [T, B, P]        proprio of that frame
 ``BATCH_ACTION``             int64       [T, B]           action taken
 ``BATCH_REWARDS``            float32     [T, B, T]        reward of *every* task k for the transition (last axis)
 ``BATCH_SUCCESSES``          float32     [T, B, T]        1 where task k is solved at the next state (terminal for k)
@@ -20,6 +21,8 @@ key                          dtype       shape            meaning
 ``BATCH_STEPS_TO_SUCCESS``   float32     [T, B, T]        steps after this one until task k is first solved in
                                                           the episode: 0 when the next state solves k, +inf
                                                           when no later state of the episode does
+``BATCH_BOOTSTRAP_STEPS``    float32     [T, B]           steps from the observation to ``next_image``: the
+                                                          loader's ``n_step``, fewer in an episode's last steps
 ===========================  ==========  ===============  ============================================
 
 Relabeling a transition of task j for task i reads ``rewards[j, :, i]`` and ``successes[j, :, i]``;
@@ -75,6 +78,7 @@ BATCH_REWARDS = "rewards"
 BATCH_SUCCESSES = "successes"
 BATCH_EPISODE_SUCCESSES = "episode_successes"
 BATCH_STEPS_TO_SUCCESS = "steps_to_success"
+BATCH_BOOTSTRAP_STEPS = "bootstrap_steps"
 
 BATCH_KEYS = (
     BATCH_IMAGE,
@@ -86,6 +90,7 @@ BATCH_KEYS = (
     BATCH_SUCCESSES,
     BATCH_EPISODE_SUCCESSES,
     BATCH_STEPS_TO_SUCCESS,
+    BATCH_BOOTSTRAP_STEPS,
 )
 
 # Bump when the sample or manifest layout changes; readers refuse any other version.

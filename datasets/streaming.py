@@ -25,6 +25,7 @@ from robocds.datasets.manifest import check_provenance, check_shard, manifest_re
 from robocds.datasets.recipe import Recipe
 from robocds.datasets.schema import (
     BATCH_ACTION,
+    BATCH_BOOTSTRAP_STEPS,
     BATCH_EPISODE_SUCCESSES,
     BATCH_IMAGE,
     BATCH_NEXT_IMAGE,
@@ -42,8 +43,8 @@ from robocds.datasets.storage import iter_tar_samples, join
 from robocds.envs.seeds import hash_seed
 
 # A transition inside the pipeline: views into its episode's arrays, no copies until collation.
-# (frame [3,S,S], next_frame, proprio [P], next_proprio [P], action (), rewards [T], successes [T],
-#  episode_successes [T], steps_to_success [T])
+# (frame [3,S,S], target_frame (n_step on), proprio [P], target_proprio [P], action (), rewards [T], successes [T],
+#  episode_successes [T], steps_to_success [T], bootstrap_steps ())
 Transition = tuple[np.ndarray, ...]
 
 
@@ -93,10 +94,12 @@ class _Decode:
 
 
 class _Explode:
-    """Pipeline stage: episodes -> transitions, keeping only the selected tasks' reward columns."""
+    """Pipeline stage: episodes -> transitions, keeping only the selected tasks' reward columns; each
+    transition's target frame is ``n_step`` frames on (fewer at the episode's end)."""
 
-    def __init__(self, columns: list[int]) -> None:
+    def __init__(self, columns: list[int], n_step: int = 1) -> None:
         self.columns = columns
+        self.n_step = n_step
 
     def __call__(self, episodes: Iterator) -> Iterator[Transition]:
         for episode in episodes:
@@ -106,17 +109,19 @@ class _Explode:
             successes = episode.task_successes[:, self.columns].astype(np.float32)
             episode_successes = episode.returns_positive(self.columns)  # one row for every transition
             steps_to_success = episode.steps_to_success(self.columns)
+            ahead = episode.bootstrap_steps(self.n_step)
             for t in range(episode.length):
                 yield (
                     frames[t],
-                    frames[t + 1],
+                    frames[t + ahead[t]],
                     episode.proprio[t],
-                    episode.proprio[t + 1],
+                    episode.proprio[t + ahead[t]],
                     episode.actions[t],
                     rewards[t],
                     successes[t],
                     episode_successes,
                     steps_to_success[t],
+                    np.float32(ahead[t]),
                 )
 
 
@@ -155,7 +160,8 @@ class StreamingMultiTaskDataset(torch.utils.data.IterableDataset):
     - read each shard whole, hashing its bytes as they stream in, and check size and sha256 against the
       manifest (``verify=False``: size only) before its samples move on; errors name the shard;
     - decode + validate each episode; drop the held-out (validation) episodes;
-    - episodes -> transitions; a shuffle buffer of ``shuffle_buffer`` transitions;
+    - episodes -> transitions (each with the frame ``n_step`` steps on, fewer at an episode's end, as its
+      target's); a shuffle buffer of ``shuffle_buffer`` transitions;
     - ``batched(batch_size)``.
 
     The T per-task pipelines are zipped and stacked into one multi-task batch.
@@ -178,8 +184,11 @@ class StreamingMultiTaskDataset(torch.utils.data.IterableDataset):
         seed: int = 0,
         manifest: Manifest | None = None,
         verify: bool = True,
+        n_step: int = 1,
     ) -> None:
         super().__init__()
+        if isinstance(n_step, bool) or not isinstance(n_step, int) or n_step < 1:
+            raise ValueError(f"n_step={n_step!r}: must be an int >= 1")
         self.root = root
         self.manifest = manifest or read_manifest(root)
         self.task_names = tuple(tasks) if tasks is not None else self.manifest.task_names
@@ -190,6 +199,7 @@ class StreamingMultiTaskDataset(torch.utils.data.IterableDataset):
         self.resampled = resampled
         self.seed = seed
         self.verify = verify
+        self.n_step = n_step
         self.epoch = 0
         self.skip = 0
         self.recipe = manifest_recipe(self.manifest, join(root, MANIFEST_FILE))
@@ -226,7 +236,7 @@ class StreamingMultiTaskDataset(torch.utils.data.IterableDataset):
             self._shard_reader(entries, task),  # shard -> raw samples, size and sha256 checked as it streams in
             wds.select(_KeepEpisodes(wanted)),  # hold out the validation episodes (by key, before decoding)
             wds.map(_Decode(task, self.manifest.image_size, self.manifest.proprio_dim)),  # validate + decode
-            _Explode(self.columns),  # episode -> transitions (views, no copies)
+            _Explode(self.columns, self.n_step),  # episode -> transitions (views, no copies)
             wds.shuffle(self.shuffle_buffer, initial=self.shuffle_buffer // 2, rng=random.Random(seed + 1)),
             wds.batched(self.batch_size, collation_fn=_collate, partial=False),  # B transitions of this task
         )
@@ -268,9 +278,18 @@ class StreamingMultiTaskDataset(torch.utils.data.IterableDataset):
 
 def _stack_tasks(per_task: tuple[tuple[np.ndarray, ...], ...]) -> dict[str, torch.Tensor]:
     columns = [np.stack(column) for column in zip(*per_task)]  # each [T, B, ...]
-    image, next_image, proprio, next_proprio, action, rewards, successes, episode_successes, steps_to_success = (
-        torch.from_numpy(c) for c in columns
-    )
+    (
+        image,
+        next_image,
+        proprio,
+        next_proprio,
+        action,
+        rewards,
+        successes,
+        episode_successes,
+        steps_to_success,
+        bootstrap_steps,
+    ) = (torch.from_numpy(c) for c in columns)
     return {
         BATCH_IMAGE: image,
         BATCH_NEXT_IMAGE: next_image,
@@ -281,6 +300,7 @@ def _stack_tasks(per_task: tuple[tuple[np.ndarray, ...], ...]) -> dict[str, torc
         BATCH_SUCCESSES: successes,
         BATCH_EPISODE_SUCCESSES: episode_successes,
         BATCH_STEPS_TO_SUCCESS: steps_to_success,
+        BATCH_BOOTSTRAP_STEPS: bootstrap_steps,
     }
 
 

@@ -10,6 +10,7 @@ from torch import Tensor
 
 from robocds.datasets.schema import (
     BATCH_ACTION,
+    BATCH_BOOTSTRAP_STEPS,
     BATCH_EPISODE_SUCCESSES,
     BATCH_IMAGE,
     BATCH_KEYS,
@@ -50,6 +51,7 @@ def check_batch(batch: Mapping[str, Tensor], num_tasks: int, image_size: int, pr
         BATCH_SUCCESSES: (t, b, t),
         BATCH_EPISODE_SUCCESSES: (t, b, t),
         BATCH_STEPS_TO_SUCCESS: (t, b, t),
+        BATCH_BOOTSTRAP_STEPS: (t, b),
     }
     for key, shape in expected.items():
         if tuple(batch[key].shape) != shape:

@@ -64,6 +64,31 @@ def td_targets(rewards: Tensor, dones: Tensor, next_values: Tensor, gamma: float
     return rewards + gamma * (1.0 - dones) * next_values
 
 
+def n_step_targets(
+    rewards: Tensor,
+    dones: Tensor,
+    steps_to_success: Tensor,
+    bootstrap_steps: Tensor,
+    next_values: Tensor,
+    gamma: float,
+    reward: float = 1.0,
+) -> Tensor:
+    """TD targets of transitions that bootstrap m = ``bootstrap_steps`` steps on; [T_src, B, T_tgt].
+
+    m = 1: ``td_targets`` (any reward). m > 1 relies on the schema's sparse reward (``reward`` exactly when a task
+    is solved, which ends the episode for it): the data's next m steps return ``reward * gamma ** s`` when the
+    task is solved s < m steps on, and otherwise nothing, then ``gamma ** m * V(s_{t+m})``. ``steps_to_success`` is
+    +inf where the task is never solved (or unknown), ``bootstrap_steps`` is [T_src, B], ``rewards`` already
+    scaled by ``reward``.
+    """
+    m = bootstrap_steps[:, :, None].float()
+    one_step = td_targets(rewards, dones, next_values, gamma)
+    discount = torch.as_tensor(gamma, dtype=torch.float32, device=next_values.device)
+    solved = steps_to_success < m
+    longer = torch.where(solved, reward * discount.pow(steps_to_success), discount.pow(m) * next_values)
+    return torch.where(m > 1, longer, one_step)
+
+
 def monte_carlo_returns(steps_to_success: Tensor, gamma: float) -> Tensor:
     """Discounted return the data's behaviour collected from each transition: gamma ** steps (reward 1 at the first
     success, which ends the episode for that task); [T_src, B, T_tgt] steps, +inf where never solved -> 0."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
@@ -23,11 +24,12 @@ from robocds.cql import (
     cql_terms,
     data_action_values,
     monte_carlo_returns,
+    n_step_targets,
     next_state_values,
-    td_targets,
 )
 from robocds.datasets.schema import (
     BATCH_ACTION,
+    BATCH_BOOTSTRAP_STEPS,
     BATCH_EPISODE_SUCCESSES,
     BATCH_IMAGE,
     BATCH_NEXT_IMAGE,
@@ -220,11 +222,22 @@ class MultiTaskCQL(LightningModule):
             # Routing reads the same forward pass, detached: no second encoder pass (min over heads = conservative).
             routing = router(data_action_values(q.detach(), batch[BATCH_ACTION]).min(dim=0).values, batch)
             rewards, dones = relabel(batch[BATCH_REWARDS], batch[BATCH_SUCCESSES], routing.zero_shared_rewards)
-            targets = td_targets(cfg.reward_scale * rewards, dones, next_values, cfg.gamma)
             # UDS: a shared transition's rewards are unknown, so are its return and whether its episode solved the task.
             known = own_mask(t, q.device) if routing.zero_shared_rewards else 1.0
+            steps = batch[BATCH_STEPS_TO_SUCCESS]
+            if routing.zero_shared_rewards:
+                steps = steps.masked_fill(~own_mask(t, q.device), math.inf)  # never solved, as far as it is known
+            targets = n_step_targets(
+                cfg.reward_scale * rewards,
+                dones,
+                steps,
+                batch[BATCH_BOOTSTRAP_STEPS],
+                next_values,
+                cfg.gamma,
+                cfg.reward_scale,
+            )
             if cfg.mc_lower_bound:
-                returns = monte_carlo_returns(batch[BATCH_STEPS_TO_SUCCESS], cfg.gamma) * known
+                returns = monte_carlo_returns(steps, cfg.gamma)
                 targets = torch.maximum(targets, cfg.reward_scale * returns)
             if cfg.target_bounds is not None:
                 low, high = cfg.target_bounds

@@ -278,6 +278,7 @@ def test_datamodule_settings_are_checked(tiny_root):
     for kwargs, words in [
         ({"loader": "disk"}, "loader='disk'"),
         ({"batch_size": 0}, "batch_size=0"),
+        ({"n_step": 0}, "n_step=0"),
         ({"val_fraction": 1.0}, "val_fraction=1.0"),
         ({"device": "gpu7"}, "device='gpu7'"),
         ({"val_fraction": 0.9}, "val_fraction=0.9"),  # would hold out every episode of a small task

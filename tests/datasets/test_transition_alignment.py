@@ -4,8 +4,9 @@ Every frame and proprio vector encodes (episode, step), actions are ``step % 8``
 known steps, so every sampled transition can be checked against the answer: image = frame t, next image =
 frame t + 1, proprio likewise, action = actions[t], rewards/successes = those of step t (the reward received
 on the transition t -> t + 1, task k solved in s_{t+1}), episode_successes = 1 iff the episode solves k at
-some step, steps_to_success = the steps after t until k is first solved. An off-by-one anywhere (frame strip,
-obs index, reward row, column order) fails here.
+some step, steps_to_success = the steps after t until k is first solved; with ``n_step`` n the next image is
+frame min(t + n, L) and bootstrap_steps that distance. An off-by-one anywhere (frame strip, obs index, reward
+row, column order, window) fails here.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from robocds.datasets.manifest import summarise_shard, write_shard_record
 from robocds.datasets.recipe import Recipe, TaskRecipe
 from robocds.datasets.schema import (
     BATCH_ACTION,
+    BATCH_BOOTSTRAP_STEPS,
     BATCH_EPISODE_SUCCESSES,
     BATCH_IMAGE,
     BATCH_KEYS,
@@ -166,10 +168,13 @@ def aligned_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def check_batch_alignment(batch: dict[str, torch.Tensor], allowed: dict[str, set[int]]) -> set[tuple[int, int]]:
+def check_batch_alignment(
+    batch: dict[str, torch.Tensor], allowed: dict[str, set[int]], n_step: int = 1
+) -> set[tuple[int, int]]:
     """Assert every transition of a [T, B, ...] batch against the specs; returns the (uid, step) pairs seen.
 
-    ``allowed``: task name -> the episode indices its row may draw from (the training or held-out split).
+    ``allowed``: task name -> the episode indices its row may draw from (the training or held-out split);
+    ``n_step``: the loader's, so the next frame is ``min(n_step, length - step)`` steps on.
     """
     specs = {s.uid: s for s in SPECS}
     assert set(BATCH_KEYS) <= set(batch)
@@ -184,11 +189,13 @@ def check_batch_alignment(batch: dict[str, torch.Tensor], allowed: dict[str, set
             assert spec.task == task and spec.episode in allowed[task], where
             assert 0 <= step < spec.length, where  # never the last frame as an observation
             assert torch.equal(batch[BATCH_IMAGE][row, i], torch.from_numpy(frame(uid, step)).permute(2, 0, 1)), where
+            ahead = min(n_step, spec.length - step)
+            assert float(batch[BATCH_BOOTSTRAP_STEPS][row, i]) == ahead, where
             assert torch.equal(
-                batch[BATCH_NEXT_IMAGE][row, i], torch.from_numpy(frame(uid, step + 1)).permute(2, 0, 1)
+                batch[BATCH_NEXT_IMAGE][row, i], torch.from_numpy(frame(uid, step + ahead)).permute(2, 0, 1)
             ), where
             assert torch.equal(batch[BATCH_PROPRIO][row, i], torch.from_numpy(proprio(uid, step))), where
-            assert torch.equal(batch[BATCH_NEXT_PROPRIO][row, i], torch.from_numpy(proprio(uid, step + 1))), where
+            assert torch.equal(batch[BATCH_NEXT_PROPRIO][row, i], torch.from_numpy(proprio(uid, step + ahead))), where
             assert int(batch[BATCH_ACTION][row, i]) == step % NUM_ACTIONS, where
             # Column k is task TASKS[k]: solved on this very transition (reward and terminal for k) ...
             solved_now = [float(step in spec.solved.get(name, ())) for name in TASKS]
@@ -230,6 +237,26 @@ def test_every_training_transition_is_aligned(aligned_root: Path, loader: str) -
         seen |= check_batch_alignment(batch, allowed)
     # 6 x 32 draws per task over at most 11 transitions (seeded): every one of them was checked at least once.
     assert seen == every_transition(allowed)
+
+
+@pytest.mark.parametrize("loader", ["memory", "streaming"])
+def test_n_step_transitions_bootstrap_from_the_frame_n_steps_on(aligned_root: Path, loader: str) -> None:
+    data = OfflineDataModule(
+        str(aligned_root),
+        batch_size=32,
+        loader=loader,
+        seed=0,
+        steps_per_epoch=6,
+        val_batches=0,
+        shuffle_buffer=8,
+        n_step=3,
+    )
+    data.setup("fit")
+    allowed = {task: {s.episode for s in SPECS if s.task == task} for task in TASKS}
+    seen: set[tuple[int, int]] = set()
+    for batch in data.train_dataloader():
+        seen |= check_batch_alignment(batch, allowed, n_step=3)
+    assert seen == every_transition(allowed)  # the last steps of each episode (a shorter window) included
 
 
 @pytest.mark.parametrize("loader", ["memory", "streaming"])

@@ -38,6 +38,7 @@ def make_batch(
         # As if each transition were its own episode: it succeeds for task k exactly when rewarded for k.
         "episode_successes": rewards.clone(),
         "steps_to_success": torch.where(rewards > 0, 0.0, torch.inf),
+        "bootstrap_steps": torch.ones(t, b),  # one-step transitions
     }
 
 

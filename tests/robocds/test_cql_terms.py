@@ -12,6 +12,7 @@ from robocds.cql import (
     cql_terms,
     data_action_values,
     elementwise_td_loss,
+    n_step_targets,
     next_state_values,
     per_task_weighted_mean,
     td_targets,
@@ -97,6 +98,31 @@ def test_td_targets_mask_terminals() -> None:
     dones = torch.tensor([1.0, 0.0, 0.0])
     next_values = torch.tensor([10.0, 2.0, -1.0])
     assert td_targets(rewards, dones, next_values, gamma=0.9).tolist() == pytest.approx([1.0, 1.8, -0.4])
+
+
+def test_n_step_targets_sum_the_sparse_reward_over_the_window_then_bootstrap() -> None:
+    gamma, reward = 0.9, 10.0
+    # One source row, five transitions, one target task; V(s_{t+m}) = 2 everywhere.
+    steps_to_success = torch.tensor([[[1.0], [2.0], [3.0], [math.inf], [0.0]]])  # [1, 5, 1]
+    bootstrap_steps = torch.tensor([[3.0, 3.0, 3.0, 2.0, 1.0]])  # [1, 5]: the last two near the episode's end
+    rewards = reward * (steps_to_success == 0).float()
+    dones = (steps_to_success == 0).float()
+    next_values = torch.full((1, 5, 1), 2.0)
+    targets = n_step_targets(rewards, dones, steps_to_success, bootstrap_steps, next_values, gamma, reward)
+    expected = [
+        reward * gamma,  # solved one step on, inside the window of 3: the reward, discounted, and the end
+        reward * gamma**2,  # two steps on: still inside
+        gamma**3 * 2.0,  # three steps on is outside the window: bootstrap from s_{t+3}
+        gamma**2 * 2.0,  # never solved, two steps left in the episode: bootstrap from its last frame
+        reward,  # one-step transition solved now: td_targets (r + gamma (1 - done) V)
+    ]
+    assert targets.flatten().tolist() == pytest.approx(expected)
+    # Every transition one-step: exactly td_targets, whatever the steps to success say.
+    ones = torch.ones(1, 5)
+    assert torch.equal(
+        n_step_targets(rewards, dones, steps_to_success, ones, next_values, gamma, reward),
+        td_targets(rewards, dones, next_values, gamma),
+    )
 
 
 def test_weighted_means_normalise_per_target_task() -> None:

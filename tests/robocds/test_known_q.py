@@ -33,6 +33,7 @@ import torch
 from robocds.config import CQLConfig, EncoderConfig, SharingConfig
 from robocds.datasets.schema import (
     BATCH_ACTION,
+    BATCH_BOOTSTRAP_STEPS,
     BATCH_EPISODE_SUCCESSES,
     BATCH_IMAGE,
     BATCH_NEXT_IMAGE,
@@ -122,6 +123,7 @@ def every_pair_batch() -> dict[str, torch.Tensor]:
         # As if each transition were its own episode (neither is read by CQL under mode none).
         BATCH_EPISODE_SUCCESSES: rows(solved),
         BATCH_STEPS_TO_SUCCESS: rows(torch.where(solved > 0, 0.0, torch.inf)),
+        BATCH_BOOTSTRAP_STEPS: torch.ones(t, len(states)),
     }
 
 

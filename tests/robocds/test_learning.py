@@ -126,6 +126,24 @@ def test_module_pairs_each_transition_with_the_target_tasks_reward() -> None:
     assert terms.td_loss.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
+def test_n_step_batches_take_the_window_return_and_uds_never_credits_a_shared_success() -> None:
+    model = tiny_model(gamma=0.5, alpha=0.0, augment_pad=0, reward_scale=10.0)
+    for parameter in model.q_target.parameters():
+        parameter.detach().zero_()  # V(s_{t+m}) = 0: a target is exactly the window's return
+    batch = make_batch(num_tasks=3, batch_size=5)
+    batch["rewards"], batch["successes"] = torch.zeros(3, 5, 3), torch.zeros(3, 5, 3)
+    batch["steps_to_success"] = torch.full((3, 5, 3), 2.0)  # every task solved two steps on
+    batch["bootstrap_steps"] = torch.full((3, 5), 3.0)  # inside a window of three
+    terms, _ = model.compute_terms(batch, SharingRouter(SharingConfig(mode="all")))
+    assert terms.target.item() == pytest.approx(10.0 * 0.5**2)
+    # UDS: a shared transition's success is unknown, so it bootstraps (to 0 here): a third of each task's targets.
+    terms, _ = model.compute_terms(batch, SharingRouter(SharingConfig(mode="uds")))
+    assert terms.target.item() == pytest.approx(10.0 * 0.5**2 / 3)
+    batch["bootstrap_steps"] = torch.full((3, 5), 2.0)  # solved at the window's edge: outside it
+    terms, _ = model.compute_terms(batch, SharingRouter(SharingConfig(mode="all")))
+    assert terms.target.item() == 0.0
+
+
 def test_batch_with_wrong_task_count_is_rejected_with_the_key_and_shapes() -> None:
     model = tiny_model(num_tasks=3)
     batch = make_batch(num_tasks=2)

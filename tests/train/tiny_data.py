@@ -39,6 +39,7 @@ def synthetic_batch(
         # As if each transition were its own episode: it succeeds for task k exactly when rewarded for k.
         "episode_successes": rewards.clone(),
         "steps_to_success": torch.where(rewards > 0, 0.0, torch.inf),
+        "bootstrap_steps": torch.ones(t, b),  # one-step transitions
     }
 
 
