@@ -48,7 +48,11 @@ def from_dict(cls: type[_C], value: _C | dict[str, Any] | None) -> _C:
 # A checkpoint stores every CQLConfig field of its day, so a field added later is absent from it and would take
 # today's default. Where that default differs from the behaviour before the field existed, this is the value that
 # rebuilds the checkpoint's own network and loss.
-CQL_VALUES_BEFORE_THEY_WERE_STORED: dict[str, Any] = {"head_layernorm": False, "conservative_weighting": "uniform"}
+CQL_VALUES_BEFORE_THEY_WERE_STORED: dict[str, Any] = {
+    "head_layernorm": False,
+    "conservative_weighting": "uniform",
+    "reward_scale": 1.0,
+}
 
 
 def stored_cql(stored: dict[str, Any] | None) -> dict[str, Any]:
@@ -125,7 +129,8 @@ class CQLConfig:
     # Multiply every reward by this in the TD targets (target_bounds and Monte-Carlo returns scale with it). Q-values
     # are also CQL's logits: with returns in [0, 1] they cannot separate actions without the conservative term's
     # pull on the data action outgrowing the TD fit; a larger scale gives the logits room. Argmax is unchanged by it.
-    reward_scale: float = 1.0
+    # 10 since 2026-12-03 (the learner study, section 8: Q inside the returns, +3 points on both wrist benchmarks).
+    reward_scale: float = 10.0
     # Raise each TD target to at least the discounted return the data's own behaviour went on to collect from that
     # transition (gamma ** steps_to_success, 0 when the episode never solved the task; UDS-shared data: 0): with a
     # reward only at success, one-step targets carry it back one step per target update, this at once.

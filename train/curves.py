@@ -10,7 +10,7 @@ good actions from bad. Every panel is drawn against the optimizer step, from the
    during fit (``--config eval_during_fit``);
 2. TD error: held-out ``val/td_loss``, and ``train/td_loss`` smoothed;
 3. Q scale: ``val/q_data`` and ``val/target`` (and ``train/q_data`` smoothed) over the band of achievable
-   returns;
+   returns ([0, reward scale] by default, the scale read from the runs' ``hparams.yaml``);
 4. action separation: ``val/logsumexp - val/q_data``, which is ln(A) when Q is flat over the A actions,
    falls below it as Q ranks the data action above the others (towards 0 when it dominates them) and rises
    above it when Q ranks the data action below them;
@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import yaml
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -46,7 +47,8 @@ SUCCESS_PREFIX = "eval/success/"  # + task name
 VAL_TD, TRAIN_TD = "val/td_loss", "train/td_loss"
 VAL_Q, VAL_TARGET, TRAIN_Q = "val/q_data", "val/target", "train/q_data"
 VAL_LOGSUMEXP, VAL_AGREEMENT = "val/logsumexp", "val/action_agreement"
-DEFAULT_RETURNS = (0.0, 1.0)  # achievable (discounted) returns of a 0/1 success reward
+DEFAULT_RETURNS = (0.0, 1.0)  # achievable (discounted) returns of a 0/1 success reward, before reward scaling
+HPARAMS_FILE = "hparams.yaml"  # Lightning's, in the version folder: the model's hyperparameters
 DEFAULT_ACTIONS = 8  # the suite's action set (robocds.envs.actions)
 DEFAULT_SMOOTHING = 0.9  # weight of the training curves' moving average (TensorBoard's slider)
 FORMATS = (".png", ".pdf", ".svg")  # what --out may end with (matplotlib picks the format from it)
@@ -140,6 +142,29 @@ def read_runs(run_dirs: Sequence[str | Path], labels: Sequence[str] | None = Non
     if labels is None and len({run.label for run in runs}) < len(runs):
         runs = [RunCurves(str(folder), run.metrics_csv, run.points) for folder, run in zip(run_dirs, runs)]
     return runs
+
+
+def reward_scale(run: RunCurves) -> float:
+    """The run's ``cql.reward_scale`` from its ``hparams.yaml`` (1 where the file or the field is absent: runs
+    from before the field existed)."""
+    path = run.metrics_csv.parents[1] / HPARAMS_FILE
+    if not path.is_file():
+        return 1.0
+    try:
+        hparams = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not readable YAML ({err})") from None
+    cql = hparams.get("cql") if isinstance(hparams, dict) else None
+    return float(cql.get("reward_scale", 1.0)) if isinstance(cql, dict) else 1.0
+
+
+def returns_band(runs: Sequence[RunCurves]) -> tuple[float, float]:
+    """[0, reward scale]: the achievable returns of the runs' scaled 0/1 reward, which must be one scale."""
+    scales = {run.label: reward_scale(run) for run in runs}
+    if len(set(scales.values())) > 1:
+        listed = ", ".join(f"{label}: {scale:g}" for label, scale in scales.items())
+        raise ConfigError(f"the runs' Q are in different units (reward scale {listed}): give --returns LOW HIGH")
+    return (DEFAULT_RETURNS[0], DEFAULT_RETURNS[1] * next(iter(scales.values())))
 
 
 # ----------------------------------------------------------------------------- maths
@@ -421,9 +446,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--returns",
         nargs=2,
         type=float,
-        default=DEFAULT_RETURNS,
         metavar=("LOW", "HIGH"),
-        help="band of achievable returns in the Q panel (default: 0 1)",
+        help="band of achievable returns in the Q panel (default: 0 and the runs' reward scale)",
     )
     parser.add_argument(
         "--actions", type=int_at_least(2), default=DEFAULT_ACTIONS, help="A, the number of actions (ln A: flat Q)"
@@ -432,12 +456,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--smoothing", type=_smoothing, default=DEFAULT_SMOOTHING, help="moving-average weight of training curves"
     )
     args = parser.parse_args(argv)
-    low, high = args.returns
-    if not low < high:
-        raise ConfigError(f"--returns {low:g} {high:g}: LOW must be < HIGH")
+    if args.returns is not None and not args.returns[0] < args.returns[1]:
+        raise ConfigError(f"--returns {args.returns[0]:g} {args.returns[1]:g}: LOW must be < HIGH")
     out = output_file(args.out)
     runs = read_runs(args.run_dirs, args.labels)
-    draw_curves(runs, out, (low, high), args.actions, args.smoothing)
+    band = tuple(args.returns) if args.returns is not None else returns_band(runs)
+    draw_curves(runs, out, band, args.actions, args.smoothing)
     print(summary_table(runs))
     print(f"outputs: {out}")
     return 0

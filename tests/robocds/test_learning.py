@@ -122,7 +122,8 @@ def test_module_pairs_each_transition_with_the_target_tasks_reward() -> None:
     t, b = 3, 5
     q = model.q(batch["image"].flatten(0, 1), batch["proprio"].flatten(0, 1)).view(2, t, b, t, 4)
     q_data = data_action_values(q, batch["action"])
-    expected = (q_data - batch["rewards"]).square().sum(0).mean(dim=(0, 1)).mean()
+    targets = model.cql_config.reward_scale * batch["rewards"]  # the default scale, 10
+    expected = (q_data - targets).square().sum(0).mean(dim=(0, 1)).mean()
     assert terms.td_loss.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
@@ -178,7 +179,7 @@ def test_act_accepts_both_layouts_and_numpy() -> None:
 
 def test_q_network_overfits_a_tiny_dataset() -> None:
     # gamma = 0: Q of the data action must fit the stored reward of every task.
-    model = tiny_model(gamma=0.0, alpha=0.0, td_loss="mse", augment_pad=0)
+    model = tiny_model(gamma=0.0, alpha=0.0, td_loss="mse", augment_pad=0, reward_scale=1.0)
     batch = make_batch(num_tasks=3, batch_size=16, num_states=3)
     router = SharingRouter(SharingConfig(mode="all"))
     optimizer = torch.optim.Adam(model.q.parameters(), lr=3e-3)
@@ -236,8 +237,9 @@ def test_target_bounds_clamp_the_td_targets_and_bad_bounds_are_named() -> None:
     router = SharingRouter(SharingConfig(mode="none"))
     free_target = free.compute_terms(batch, router)[0].target.item()
     bounded_target = bounded.compute_terms(batch, router)[0].target.item()
-    assert free_target > 1.0
-    assert 0.0 <= bounded_target <= 1.0
+    scale = bounded.cql_config.reward_scale  # the bounds are in units of the return: [0, scale] in Q's
+    assert free_target > scale
+    assert 0.0 <= bounded_target <= scale
     with pytest.raises(ValueError, match=r"target_bounds=\(1.0, 0.0\)"):
         CQLConfig(target_bounds=(1.0, 0.0))
 
@@ -261,18 +263,20 @@ def test_success_weighted_conservative_term_skips_failed_episodes_and_keeps_the_
 
 
 def test_a_checkpoint_written_before_the_head_settings_existed_loads_as_it_was_trained(tmp_path) -> None:
-    # Its stored cql dict lacks head_layernorm and conservative_weighting: it gets their values from before they
-    # existed (no LayerNorm, uniform), whatever today's defaults are, and its tensors load.
+    # Its stored cql dict lacks head_layernorm, conservative_weighting and reward_scale: it gets their values from
+    # before they existed (no LayerNorm, uniform, 1), whatever today's defaults are, and its tensors load.
     import lightning
 
     from robocds.checkpoint import load_module
 
-    model = tiny_model(head_layernorm=False, conservative_weighting="uniform")
+    model = tiny_model(head_layernorm=False, conservative_weighting="uniform", reward_scale=1.0)
     hparams = dict(model.hparams)
-    hparams["cql"] = {k: v for k, v in hparams["cql"].items() if k not in ("head_layernorm", "conservative_weighting")}
+    later = ("head_layernorm", "conservative_weighting", "reward_scale")
+    hparams["cql"] = {k: v for k, v in hparams["cql"].items() if k not in later}
     old = tmp_path / "old.ckpt"
     torch.save({"state_dict": model.state_dict(), "hyper_parameters": hparams,
                 "pytorch-lightning_version": lightning.__version__}, old)  # fmt: skip
     loaded = load_module(old)
     assert loaded.cql_config.head_layernorm is False and loaded.cql_config.conservative_weighting == "uniform"
+    assert loaded.cql_config.reward_scale == 1.0 != CQLConfig().reward_scale
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from robocds.errors import run_cli
+from robocds.errors import ConfigError, run_cli
 from robocds.train import curves
 from robocds.train.layout import RunLayout, logged_points
 
@@ -159,3 +159,16 @@ def test_points_keep_their_steps_and_the_maths_of_the_panels(tmp_path: Path) -> 
     assert curves.smooth(np.array([2.0, 2.0, 2.0]), 0.9) == pytest.approx([2.0] * 3)  # debiased: no ramp from 0
     assert curves.smooth(np.array([1.0, 3.0]), 0.0).tolist() == [1.0, 3.0]
     assert curves.smooth(np.array([1.0, 3.0]), 0.5)[1] == pytest.approx((0.5 * 0.5 * 1.0 + 0.5 * 3.0) / 0.75)
+
+
+def test_the_returns_band_follows_the_runs_reward_scale(runs_dir: Path, tmp_path: Path) -> None:
+    run = curves.read_runs([str(runs_dir / "none" / "version_0")])[0]
+    assert curves.returns_band([run]) == (0.0, 1.0)  # no hparams.yaml: a run from before the scale existed
+    (run.metrics_csv.parents[1] / "hparams.yaml").write_text("cql:\n  alpha: 3.0\n  reward_scale: 10.0\n")
+    assert curves.returns_band([run]) == (0.0, 10.0)
+    other = curves.read_runs([str(runs_dir / "cds")])[0]  # no hparams.yaml: scale 1
+    with pytest.raises(ConfigError, match=r"reward scale .*: 10, .*: 1\): give --returns LOW HIGH"):
+        curves.returns_band([run, other])
+    out = tmp_path / "mixed.png"
+    args = [str(runs_dir / "none" / "version_0"), str(runs_dir / "cds"), "--out", str(out), "--returns", "0", "10"]
+    assert curves.main(args) == 0  # an explicit band draws them together
