@@ -29,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from robocds.datasets.manifest import manifest_recipe, read_manifest
 from robocds.eval.markdown import markdown_table
@@ -100,10 +101,19 @@ def run_one(args: argparse.Namespace, seed: int, threads: int) -> dict:
         "success": {task: r["success_rate"] for task, r in summary["per_task"].items()},
         "train_minutes": round(train_s / 60, 2),
         "threads": threads,
+        # What the run resolved (its config.yaml), so a record says what trained whatever the defaults of the day.
+        "resolved": resolved_learner(layout.config),
         **diagnostics(layout.metrics_csv),
     }
     write_text_atomic(path, json.dumps(record, indent=1) + "\n")
     return record
+
+
+def resolved_learner(config_yaml: Path) -> dict:
+    """The learner settings a run resolved: its objective, ``model.cql`` and ``data.n_step``."""
+    config = yaml.safe_load(config_yaml.read_text())
+    model, data = config["model"], config["data"].get("init_args", config["data"])
+    return {"objective": model.get("objective", "cql"), "cql": model["cql"], "n_step": data.get("n_step", 1)}
 
 
 def run(args: argparse.Namespace) -> None:
