@@ -80,9 +80,14 @@ class Episode:
     def bootstrap_steps(self, n_step: int) -> np.ndarray:
         """int64 [L]: steps from step t's observation to the one an ``n_step`` target bootstraps from, n_step
         or fewer where the episode ends first (frame L, its last)."""
-        if isinstance(n_step, bool) or not isinstance(n_step, int) or n_step < 1:
-            raise ValueError(f"n_step={n_step!r}: must be an int >= 1")
+        check_n_step(n_step)
         return np.minimum(n_step, self.length - np.arange(self.length, dtype=np.int64))
+
+
+def check_n_step(n_step: int) -> None:
+    """ValueError naming ``n_step`` unless it is an int >= 1 (how far a transition's target frame may lie)."""
+    if isinstance(n_step, bool) or not isinstance(n_step, int) or n_step < 1:
+        raise ValueError(f"n_step={n_step!r}: must be an int >= 1")
 
 
 # ----------------------------------------------------------------------------- encoding

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import webdataset as wds
 
-from robocds.datasets.episode import decode_episode, decode_meta
+from robocds.datasets.episode import check_n_step, decode_episode, decode_meta
 from robocds.datasets.manifest import check_provenance, check_shard, manifest_recipe, read_manifest, read_shard
 from robocds.datasets.recipe import Recipe
 from robocds.datasets.schema import (
@@ -187,8 +187,7 @@ class StreamingMultiTaskDataset(torch.utils.data.IterableDataset):
         n_step: int = 1,
     ) -> None:
         super().__init__()
-        if isinstance(n_step, bool) or not isinstance(n_step, int) or n_step < 1:
-            raise ValueError(f"n_step={n_step!r}: must be an int >= 1")
+        check_n_step(n_step)  # here, not first inside a DataLoader worker
         self.root = root
         self.manifest = manifest or read_manifest(root)
         self.task_names = tuple(tasks) if tasks is not None else self.manifest.task_names

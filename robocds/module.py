@@ -223,10 +223,11 @@ class MultiTaskCQL(LightningModule):
             routing = router(data_action_values(q.detach(), batch[BATCH_ACTION]).min(dim=0).values, batch)
             rewards, dones = relabel(batch[BATCH_REWARDS], batch[BATCH_SUCCESSES], routing.zero_shared_rewards)
             # UDS: a shared transition's rewards are unknown, so are its return and whether its episode solved the task.
-            known = own_mask(t, q.device) if routing.zero_shared_rewards else 1.0
-            steps = batch[BATCH_STEPS_TO_SUCCESS]
+            steps, successes = batch[BATCH_STEPS_TO_SUCCESS], batch[BATCH_EPISODE_SUCCESSES]
             if routing.zero_shared_rewards:
-                steps = steps.masked_fill(~own_mask(t, q.device), math.inf)  # never solved, as far as it is known
+                unknown = ~own_mask(t, q.device)
+                steps = steps.masked_fill(unknown, math.inf)  # never solved, as far as it is known
+                successes = successes.masked_fill(unknown, 0.0)
             targets = n_step_targets(
                 cfg.reward_scale * rewards,
                 dones,
@@ -242,7 +243,6 @@ class MultiTaskCQL(LightningModule):
             if cfg.target_bounds is not None:
                 low, high = cfg.target_bounds
                 targets = targets.clamp(cfg.reward_scale * low, cfg.reward_scale * high)
-            successes = batch[BATCH_EPISODE_SUCCESSES] * known
             conservative = conservative_weights(
                 cfg.conservative_weighting, routing.weights, q, batch[BATCH_ACTION], successes
             )
