@@ -56,12 +56,16 @@ def diagnostics(metrics_csv: Path) -> dict[str, float | None]:
         "val_td_first": pick("val/td_loss", lambda v: v[0]),
         "val_td_min": pick("val/td_loss", min),
         "val_td_last": pick("val/td_loss", lambda v: v[-1]),
+        "val_td_max": pick("val/td_loss", max),
         "val_q_data_max": pick("val/q_data", max),
         "val_q_data_min": pick("val/q_data", min),
         "val_q_data_last": pick("val/q_data", lambda v: v[-1]),
         "val_target_max": pick("val/target", max),
         "val_gap_last": gap,
         "val_agreement_last": pick("val/action_agreement", lambda v: v[-1]),
+        # Whole curves (one value per validation), so a later question about their shape needs no re-run.
+        "val_td_series": [round(float(v), 4) for v in series.get("val/td_loss", [])],
+        "val_q_data_series": [round(float(v), 4) for v in series.get("val/q_data", [])],
     }
 
 
@@ -110,10 +114,16 @@ def run_one(args: argparse.Namespace, seed: int, threads: int) -> dict:
 
 
 def resolved_learner(config_yaml: Path) -> dict:
-    """The learner settings a run resolved: its objective, ``model.cql`` and ``data.n_step``."""
+    """The learner settings a run resolved: its objective, ``model.cql``, optimiser, schedule and ``data.n_step``."""
     config = yaml.safe_load(config_yaml.read_text())
     model, data = config["model"], config["data"].get("init_args", config["data"])
-    return {"objective": model.get("objective", "cql"), "cql": model["cql"], "n_step": data.get("n_step", 1)}
+    return {
+        "objective": model.get("objective", "cql"),
+        "cql": model["cql"],
+        "n_step": data.get("n_step", 1),
+        "optimizer": model.get("optimizer"),
+        "lr_scheduler": model.get("lr_scheduler"),
+    }
 
 
 def run(args: argparse.Namespace) -> None:
