@@ -65,6 +65,7 @@ def diagnostics(metrics_csv: Path) -> dict[str, float | None]:
         "val_agreement_last": pick("val/action_agreement", lambda v: v[-1]),
         # Whole curves (one value per validation), so a later question about their shape needs no re-run.
         "val_td_series": [round(float(v), 4) for v in series.get("val/td_loss", [])],
+        "val_td_relative_series": [round(float(v), 4) for v in series.get("val/td_relative", [])],
         "val_q_data_series": [round(float(v), 4) for v in series.get("val/q_data", [])],
     }
 

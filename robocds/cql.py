@@ -162,6 +162,9 @@ class CQLTerms:
     q_data: Tensor  # mean Q(s, a_data) (mean over heads)
     logsumexp: Tensor  # mean logsumexp_a Q(s, a) (mean over heads)
     target: Tensor  # mean TD target
+    # Mean squared TD error (mean over heads) over the mean squared target: 1 for Q = 0, 0 for a perfect fit. Unlike
+    # td_loss it does not grow with the targets' scale as the values are learned from zero.
+    td_relative: Tensor
     routed_weight: Tensor  # mean routing weight over all [T_src, B, T_tgt] entries (1 = everything shared)
 
     def metrics(self) -> dict[str, Tensor]:
@@ -211,6 +214,8 @@ def cql_terms(
         q_mean = weighted_task_mean(q_data.mean(dim=0), weights)
         lse_mean = weighted_task_mean(logsumexp.mean(dim=0), weights)
         target_mean = weighted_task_mean(targets, weights)
+        squared_error = weighted_task_mean((q_data - targets.unsqueeze(0)).square().mean(dim=0), weights)
+        td_relative = squared_error / weighted_task_mean(targets.square(), weights).clamp_min(EPS)
         routed = weights.mean()
     return CQLTerms(
         loss=td + alpha * gap,
@@ -219,5 +224,6 @@ def cql_terms(
         q_data=q_mean,
         logsumexp=lse_mean,
         target=target_mean,
+        td_relative=td_relative,
         routed_weight=routed,
     )

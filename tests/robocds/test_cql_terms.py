@@ -61,7 +61,11 @@ def test_cql_terms_match_hand_computed_values() -> None:
     assert terms.logsumexp.item() == pytest.approx((lse(1, 2) + lse_task1) / 2, rel=1e-6)
     assert terms.target.item() == pytest.approx((1.5 + 0.0) / 2, rel=1e-6)
     assert terms.routed_weight.item() == pytest.approx(2.5 / 4)
-    assert set(terms.metrics()) == {"loss", "td_loss", "cql_loss", "q_data", "logsumexp", "target", "routed_weight"}
+    # Squared targets per target task: 1.5^2 (task 0's own row; task 1's row carries weight 0), and 0 for task 1.
+    assert terms.td_relative.item() == pytest.approx(td / ((1.5**2 + 0.0) / 2), rel=1e-6)
+    assert set(terms.metrics()) == {
+        "loss", "td_loss", "cql_loss", "q_data", "logsumexp", "target", "td_relative", "routed_weight"
+    }  # fmt: skip
 
 
 def test_heads_are_summed_in_the_losses_and_averaged_in_the_statistics() -> None:
@@ -72,6 +76,8 @@ def test_heads_are_summed_in_the_losses_and_averaged_in_the_statistics() -> None
     assert two.td_loss.item() == pytest.approx(one.td_loss.item() + shifted.td_loss.item(), rel=1e-6)
     assert two.cql_loss.item() == pytest.approx(2 * one.cql_loss.item(), rel=1e-6)  # the gap is shift-invariant
     assert two.q_data.item() == pytest.approx(one.q_data.item() + 0.5, rel=1e-6)
+    mean_relative = (one.td_relative.item() + shifted.td_relative.item()) / 2
+    assert two.td_relative.item() == pytest.approx(mean_relative, rel=1e-6)
 
 
 def test_huber_is_quadratic_inside_unit_error_and_linear_outside() -> None:
