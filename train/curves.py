@@ -8,7 +8,9 @@ good actions from bad. Every panel is drawn against the optimizer step, from the
 
 1. success: ``eval/success_average`` (thick) and ``eval/success/<task>`` (thin), when the run evaluated
    during fit (``--config eval_during_fit``);
-2. TD error: held-out ``val/td_loss``, and ``train/td_loss`` smoothed;
+2. TD error: held-out ``val/td_loss``, and ``train/td_loss`` smoothed; on a second axis the held-out
+   ``val/td_relative`` (squared TD error over squared target), which unlike the TD loss does not grow with the
+   targets as the values are learned from zero;
 3. Q scale: ``val/q_data`` and ``val/target`` (and ``train/q_data`` smoothed) over the band of achievable
    returns ([0, reward scale] by default, the scale read from the runs' ``hparams.yaml``);
 4. action separation: ``val/logsumexp - val/q_data``, which is ln(A) when Q is flat over the A actions,
@@ -45,6 +47,7 @@ from robocds.train.layout import CSV_FOLDER, METRICS_FILE, RunLayout, logged_poi
 SUCCESS_AVERAGE = "eval/success_average"
 SUCCESS_PREFIX = "eval/success/"  # + task name
 VAL_TD, TRAIN_TD = "val/td_loss", "train/td_loss"
+VAL_TD_RELATIVE = "val/td_relative"  # logged since 2026-12-03: earlier runs lack it, and their panel simply omits it
 VAL_Q, VAL_TARGET, TRAIN_Q = "val/q_data", "val/target", "train/q_data"
 VAL_LOGSUMEXP, VAL_AGREEMENT = "val/logsumexp", "val/action_agreement"
 DEFAULT_RETURNS = (0.0, 1.0)  # achievable (discounted) returns of a 0/1 success reward, before reward scaling
@@ -254,7 +257,16 @@ def _td_panel(ax: Axes, runs: Sequence[RunCurves], smoothing: float) -> None:
             plotted.append(val[1])
     if all(np.all(values > 0) for values in plotted):
         ax.set_yscale("log")  # TD errors shrink by orders of magnitude
-    _key(ax, [(f"{VAL_TD} (held-out)", {"lw": 1.8, "marker": "o", "ms": 3}), (f"{TRAIN_TD} (smoothed)", {"lw": 0.8})])
+    keys = [(f"{VAL_TD} (held-out)", {"lw": 1.8, "marker": "o", "ms": 3}), (f"{TRAIN_TD} (smoothed)", {"lw": 0.8})]
+    relative = [(i, curve) for i, run in enumerate(runs) if (curve := run.get(VAL_TD_RELATIVE)) is not None]
+    if relative:
+        twin = ax.twinx()
+        for i, curve in relative:
+            twin.plot(*curve, color=f"C{i % 10}", lw=1.2, ls="--", marker="x", ms=3)
+        twin.set_ylim(0.0, max(1.05, max(float(np.max(curve[1])) for _, curve in relative) * 1.05))
+        twin.set_ylabel(f"{VAL_TD_RELATIVE} (1: Q = 0)", fontsize=8)
+        keys.append((f"{VAL_TD_RELATIVE} (right axis)", {"lw": 1.2, "ls": "--", "marker": "x", "ms": 3}))
+    _key(ax, keys)
 
 
 def _q_panel(ax: Axes, runs: Sequence[RunCurves], returns: tuple[float, float], smoothing: float) -> None:

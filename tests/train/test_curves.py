@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from matplotlib.figure import Figure
 from matplotlib.image import imread
 
 from robocds.errors import ConfigError, run_cli
@@ -172,3 +173,22 @@ def test_the_returns_band_follows_the_runs_reward_scale(runs_dir: Path, tmp_path
     out = tmp_path / "mixed.png"
     args = [str(runs_dir / "none" / "version_0"), str(runs_dir / "cds"), "--out", str(out), "--returns", "0", "10"]
     assert curves.main(args) == 0  # an explicit band draws them together
+
+
+def test_the_td_panel_draws_the_relative_td_error_on_a_second_axis_when_logged(tmp_path: Path) -> None:
+    rows = training_rows([0.5, 0.2], [0.1, 0.6], None)
+    for row in rows:
+        if "val/td_loss" in row:
+            row["val/td_relative"] = row["val/td_loss"] / 2
+    write_csvlogger(tmp_path / "new" / "csv" / "metrics.csv", rows)
+    write_csvlogger(tmp_path / "old" / "csv" / "metrics.csv", training_rows([0.5, 0.2], [0.1, 0.6], None))
+    for name, twins in (("new", 1), ("old", 0)):
+        fig = Figure()
+        ax = fig.subplots()
+        curves._td_panel(ax, [curves.read_run(tmp_path / name)], smoothing=0.6)
+        assert len(fig.axes) == 1 + twins
+    (x, y) = fig.axes[0].lines[-1].get_data()
+    assert list(x) == [99, 199] and list(y) == [0.5, 0.2]  # the old run: val/td_loss, and nothing on a second axis
+    fig = Figure()
+    curves._td_panel(fig.subplots(), [curves.read_run(tmp_path / "new")], smoothing=0.6)
+    assert fig.axes[1].lines[0].get_data()[1].tolist() == [0.25, 0.1]
