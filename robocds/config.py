@@ -28,6 +28,8 @@ Pooling = Literal["flatten", "spatial_softmax"]
 # What MultiTaskCQL optimises: CQL (with data sharing), or behaviour cloning on its Q-logits (robocds.bc).
 Objective = Literal["cql", "bc", "filtered_bc"]
 OBJECTIVES: tuple[str, ...] = get_args(Objective)
+LRSchedule = Literal["constant", "cosine"]
+LR_SCHEDULES: tuple[str, ...] = get_args(LRSchedule)
 
 
 def from_dict(cls: type[_C], value: _C | dict[str, Any] | None) -> _C:

@@ -17,7 +17,16 @@ from torch import Tensor
 from robocds.augment import random_shift
 from robocds.batch import as_chw_batch, check_batch, flatten_rows
 from robocds.bc import BCTerms, bc_terms, bc_weights
-from robocds.config import OBJECTIVES, CQLConfig, EncoderConfig, Objective, from_dict, stored_cql
+from robocds.config import (
+    LR_SCHEDULES,
+    OBJECTIVES,
+    CQLConfig,
+    EncoderConfig,
+    LRSchedule,
+    Objective,
+    from_dict,
+    stored_cql,
+)
 from robocds.cql import (
     CQLTerms,
     conservative_weights,
@@ -96,6 +105,18 @@ def own_data_router(q_data: Tensor, batch: Mapping[str, Tensor] | None = None) -
     return Routing(weights=fixed_weights("none", t, b, q_data.device), zero_shared_rewards=False, thresholds=None)
 
 
+def cosine_to_zero(optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Half a cosine from the optimizer's learning rate (step 0) to 0 (step ``total_steps``), then 0."""
+    if total_steps is None or int(total_steps) < 1:
+        raise ConfigError(
+            f"lr_schedule='cosine' decays over trainer.max_steps, which is {total_steps}: set --trainer.max_steps"
+        )
+    total = int(total_steps)
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
+    )
+
+
 class MultiTaskCQL(LightningModule):
     """Multi-task discrete CQL on images (+ proprio), with a pluggable router for data sharing.
 
@@ -125,6 +146,10 @@ class MultiTaskCQL(LightningModule):
     action logits (``robocds.bc``). They train the same network, act the same way and write the same
     checkpoints; training uses neither the target pass nor the router. Validation logs the CQL terms of the
     outputs read as Q-values in every objective (so ``val/td_loss`` exists); in BC, ``val/loss`` is BC's loss.
+
+    ``lr_schedule``: ``"constant"``, or ``"cosine"``: the learning rate decays from the optimizer's to 0 over the
+    trainer's ``max_steps`` (half a cosine), stepped every optimizer step. ``lr_scheduler`` (any
+    ``LRSchedulerCallable``) is the general form; give one or the other.
     """
 
     def __init__(
@@ -141,10 +166,15 @@ class MultiTaskCQL(LightningModule):
         lr_scheduler: LRSchedulerCallable | None = None,
         compile: bool = False,
         objective: Objective = "cql",
+        lr_schedule: LRSchedule = "constant",
     ) -> None:
         super().__init__()
         if objective not in OBJECTIVES:
             raise ValueError(f"objective={objective!r}: must be one of {list(OBJECTIVES)}")
+        if lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule={lr_schedule!r}: must be one of {list(LR_SCHEDULES)}")
+        if lr_schedule != "constant" and lr_scheduler is not None:
+            raise ValueError(f"lr_schedule={lr_schedule!r} and an lr_scheduler: give one or the other")
         for name, value in (("num_tasks", num_tasks), ("num_actions", num_actions), ("image_size", image_size)):
             if int(value) < 1:
                 raise ValueError(f"{name}={value}: must be >= 1")
@@ -174,6 +204,7 @@ class MultiTaskCQL(LightningModule):
         self.lr_scheduler_factory = lr_scheduler
         self.compile_networks = bool(compile)
         self.objective = str(objective)
+        self.lr_schedule = str(lr_schedule)
         self.q = MultiTaskQNetwork(
             self.encoder_config,
             image_size=self.image_size,
@@ -322,12 +353,13 @@ class MultiTaskCQL(LightningModule):
             optimizer = self.optimizer_factory(self.q.parameters())
         except ValueError as err:  # torch's own check of a setting, e.g. "Invalid learning rate: -1.0"
             raise ConfigError(f"--model.optimizer: {err}") from err
-        if self.lr_scheduler_factory is None:
+        if self.lr_scheduler_factory is not None:
+            scheduler = self.lr_scheduler_factory(optimizer)
+        elif self.lr_schedule == "cosine":
+            scheduler = cosine_to_zero(optimizer, self.trainer.max_steps)
+        else:
             return optimizer
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": self.lr_scheduler_factory(optimizer), "interval": "step"},
-        }
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # ------------------------------------------------------------------ acting
     def _observation(

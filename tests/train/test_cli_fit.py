@@ -297,3 +297,19 @@ def test_resuming_a_checkpoint_of_another_dataset_is_refused_naming_the_setting(
         check_same_network(saved, {"num_tasks": 3, "encoder": {"channels": [8, 16]}, "cql": {"head_hidden": 16}})
     with pytest.raises(CheckpointError, match=r"cql.head_layernorm=False differs from this run.s cql.head_layernorm"):
         check_same_network({"cql": {"head_layernorm": False}}, {"cql": {"head_layernorm": True}})
+
+
+def test_a_cosine_fit_ends_at_learning_rate_zero_and_its_checkpoint_holds_the_schedule(
+    base_config: str,
+    tmp_path: Path,
+) -> None:
+    cli = fit(base_config, ["--config", "no_sharing"], tmp_path / "runs", "--model.lr_schedule=cosine",
+              "--trainer.max_steps=6", "--data.steps_per_epoch=3")  # fmt: skip
+    assert cli.trainer.global_step == 6
+    assert cli.trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+    assert cli.model.hparams["lr_schedule"] == "cosine"
+    # The checkpoint holds the schedule's position, so a run resumed from it continues the decay.
+    last = tmp_path / "runs" / "none" / "version_0" / "checkpoints" / "last.ckpt"
+    state = torch.load(last, map_location="cpu", weights_only=True)
+    assert state["lr_schedulers"][0]["last_epoch"] == 6
+    assert state["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(0.0, abs=1e-12)
