@@ -162,8 +162,9 @@ class CQLTerms:
     q_data: Tensor  # mean Q(s, a_data) (mean over heads)
     logsumexp: Tensor  # mean logsumexp_a Q(s, a) (mean over heads)
     target: Tensor  # mean TD target
-    # Mean squared TD error (mean over heads) over the mean squared target: 1 for Q = 0, 0 for a perfect fit. Unlike
-    # td_loss it does not grow with the targets' scale as the values are learned from zero.
+    # Mean squared TD error (mean over heads) over the targets' variance within each target task: 1 for the best
+    # constant per task, 0 for a perfect fit (1 - explained variance). Unlike td_loss it does not grow with the
+    # targets' scale as the values are learned from zero.
     td_relative: Tensor
     routed_weight: Tensor  # mean routing weight over all [T_src, B, T_tgt] entries (1 = everything shared)
 
@@ -215,7 +216,8 @@ def cql_terms(
         lse_mean = weighted_task_mean(logsumexp.mean(dim=0), weights)
         target_mean = weighted_task_mean(targets, weights)
         squared_error = weighted_task_mean((q_data - targets.unsqueeze(0)).square().mean(dim=0), weights)
-        td_relative = squared_error / weighted_task_mean(targets.square(), weights).clamp_min(EPS)
+        spread = weighted_task_mean((targets - per_task_weighted_mean(targets, weights)).square(), weights)
+        td_relative = squared_error / spread.clamp_min(EPS)
         routed = weights.mean()
     return CQLTerms(
         loss=td + alpha * gap,

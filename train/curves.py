@@ -9,8 +9,8 @@ good actions from bad. Every panel is drawn against the optimizer step, from the
 1. success: ``eval/success_average`` (thick) and ``eval/success/<task>`` (thin), when the run evaluated
    during fit (``--config eval_during_fit``);
 2. TD error: held-out ``val/td_loss``, and ``train/td_loss`` smoothed; on a second axis the held-out
-   ``val/td_relative`` (squared TD error over squared target), which unlike the TD loss does not grow with the
-   targets as the values are learned from zero;
+   ``val/td_relative`` (squared TD error over the targets' variance: 1 for the best constant), which unlike
+   the TD loss does not grow with the targets as the values are learned from zero;
 3. Q scale: ``val/q_data`` and ``val/target`` (and ``train/q_data`` smoothed) over the band of achievable
    returns ([0, reward scale] by default, the scale read from the runs' ``hparams.yaml``);
 4. action separation: ``val/logsumexp - val/q_data``, which is ln(A) when Q is flat over the A actions,
@@ -264,7 +264,7 @@ def _td_panel(ax: Axes, runs: Sequence[RunCurves], smoothing: float) -> None:
         for i, curve in relative:
             twin.plot(*curve, color=f"C{i % 10}", lw=1.2, ls="--", marker="x", ms=3)
         twin.set_ylim(0.0, max(1.05, max(float(np.max(curve[1])) for _, curve in relative) * 1.05))
-        twin.set_ylabel(f"{VAL_TD_RELATIVE} (1: Q = 0)", fontsize=8)
+        twin.set_ylabel(f"{VAL_TD_RELATIVE} (1: a constant)", fontsize=8)
         keys.append((f"{VAL_TD_RELATIVE} (right axis)", {"lw": 1.2, "ls": "--", "marker": "x", "ms": 3}))
     _key(ax, keys)
 

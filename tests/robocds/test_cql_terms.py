@@ -61,11 +61,23 @@ def test_cql_terms_match_hand_computed_values() -> None:
     assert terms.logsumexp.item() == pytest.approx((lse(1, 2) + lse_task1) / 2, rel=1e-6)
     assert terms.target.item() == pytest.approx((1.5 + 0.0) / 2, rel=1e-6)
     assert terms.routed_weight.item() == pytest.approx(2.5 / 4)
-    # Squared targets per target task: 1.5^2 (task 0's own row; task 1's row carries weight 0), and 0 for task 1.
-    assert terms.td_relative.item() == pytest.approx(td / ((1.5**2 + 0.0) / 2), rel=1e-6)
     assert set(terms.metrics()) == {
         "loss", "td_loss", "cql_loss", "q_data", "logsumexp", "target", "td_relative", "routed_weight"
     }  # fmt: skip
+
+
+def test_relative_td_error_is_the_squared_error_over_the_targets_variance_within_each_task() -> None:
+    targets = torch.tensor([[[1.5, 1.0]], [[3.5, 0.0]]])  # task 1 now sees targets 1 (weight 0.5) and 0 (weight 1)
+    terms = cql_terms(Q, ACTIONS, targets, WEIGHTS, alpha=1.0, td_loss="huber")
+    # Squared errors: task 0: (2 - 1.5)^2 (its only weighted row); task 1: (0 - 1)^2 at 0.5, (-1 - 0)^2 at 1.
+    squared_error = (0.25 + (0.5 * 1.0 + 1.0 * 1.0) / 1.5) / 2
+    # Variance of the targets within each task: task 0 has one weighted target (0); task 1 mean 1/3.
+    variance = (0.0 + (0.5 * (2 / 3) ** 2 + 1.0 * (1 / 3) ** 2) / 1.5) / 2
+    assert terms.td_relative.item() == pytest.approx(squared_error / variance, rel=1e-6)
+    # A perfect fit: Q of the data action equals its target everywhere.
+    q = Q.clone()
+    q[0, 0, 0, :, 1], q[0, 1, 0, :, 0] = targets[0, 0], targets[1, 0]
+    assert cql_terms(q, ACTIONS, targets, WEIGHTS, alpha=1.0).td_relative.item() == pytest.approx(0.0, abs=1e-9)
 
 
 def test_heads_are_summed_in_the_losses_and_averaged_in_the_statistics() -> None:
@@ -76,6 +88,8 @@ def test_heads_are_summed_in_the_losses_and_averaged_in_the_statistics() -> None
     assert two.td_loss.item() == pytest.approx(one.td_loss.item() + shifted.td_loss.item(), rel=1e-6)
     assert two.cql_loss.item() == pytest.approx(2 * one.cql_loss.item(), rel=1e-6)  # the gap is shift-invariant
     assert two.q_data.item() == pytest.approx(one.q_data.item() + 0.5, rel=1e-6)
+    targets = torch.tensor([[[1.5, 1.0]], [[3.5, 0.0]]])  # targets with a spread in both tasks' columns
+    one, shifted, two = (cql_terms(q, ACTIONS, targets, WEIGHTS, alpha=1.0) for q in (Q, Q + 1.0, q2))
     mean_relative = (one.td_relative.item() + shifted.td_relative.item()) / 2
     assert two.td_relative.item() == pytest.approx(mean_relative, rel=1e-6)
 
