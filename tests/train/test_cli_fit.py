@@ -184,6 +184,8 @@ def test_fit_on_a_generated_tiny_dataset_with_the_packaged_configs(tmp_path: Pat
     cli = RoboCDSCLI(args=resolve_config_args([*args, *steps, f"--runs_dir={tmp_path / 'runs'}"]))
     assert cli.trainer.global_step == 3
     assert cli.model.task_names == list(cli.datamodule.task_names) and cli.model.image_size == 32
+    # The packaged base config decays the learning rate to 0 over the run (the learner study, section 9).
+    assert cli.model.lr_schedule == "cosine" and cli.trainer.optimizers[0].param_groups[0]["lr"] == 0.0
     assert (tmp_path / "runs" / "cds" / "version_0" / "checkpoints" / "best.ckpt").is_file()
     # The env settings travel data -> checkpoint -> evaluation, which rebuilds the env from the checkpoint alone.
     from robocds.datasets.manifest import read_manifest
