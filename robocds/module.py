@@ -174,7 +174,10 @@ class MultiTaskCQL(LightningModule):
         if lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule={lr_schedule!r}: must be one of {list(LR_SCHEDULES)}")
         if lr_schedule != "constant" and lr_scheduler is not None:
-            raise ValueError(f"lr_schedule={lr_schedule!r} and an lr_scheduler: give one or the other")
+            raise ValueError(
+                f"lr_schedule={lr_schedule!r} and an lr_scheduler: give one or the other "
+                "(with --model.lr_scheduler, also pass --model.lr_schedule constant)"
+            )
         for name, value in (("num_tasks", num_tasks), ("num_actions", num_actions), ("image_size", image_size)):
             if int(value) < 1:
                 raise ValueError(f"{name}={value}: must be >= 1")
