@@ -49,6 +49,9 @@ def diagnostics(metrics_csv: Path) -> dict[str, float | None]:
         values = series.get(name)
         return round(float(how(values)), 4) if values else None
 
+    def curve(name: str) -> list[float]:
+        return [round(float(v), 4) for v in series.get(name, [])]
+
     gap = None
     if series.get("val/logsumexp") and series.get("val/q_data"):
         gap = round(series["val/logsumexp"][-1] - series["val/q_data"][-1], 4)
@@ -64,9 +67,9 @@ def diagnostics(metrics_csv: Path) -> dict[str, float | None]:
         "val_gap_last": gap,
         "val_agreement_last": pick("val/action_agreement", lambda v: v[-1]),
         # Whole curves (one value per validation), so a later question about their shape needs no re-run.
-        "val_td_series": [round(float(v), 4) for v in series.get("val/td_loss", [])],
-        "val_td_relative_series": [round(float(v), 4) for v in series.get("val/td_relative", [])],
-        "val_q_data_series": [round(float(v), 4) for v in series.get("val/q_data", [])],
+        "val_td_series": curve("val/td_loss"),
+        "val_td_relative_series": curve("val/td_relative"),
+        "val_q_data_series": curve("val/q_data"),
     }
 
 

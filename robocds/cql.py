@@ -215,7 +215,7 @@ def cql_terms(
         q_mean = weighted_task_mean(q_data.mean(dim=0), weights)
         lse_mean = weighted_task_mean(logsumexp.mean(dim=0), weights)
         target_mean = weighted_task_mean(targets, weights)
-        squared_error = weighted_task_mean((q_data - targets.unsqueeze(0)).square().mean(dim=0), weights)
+        squared_error = weighted_task_mean(elementwise_td_loss(q_data, targets, "mse") / q_data.shape[0], weights)
         spread = weighted_task_mean((targets - per_task_weighted_mean(targets, weights)).square(), weights)
         td_relative = squared_error / spread.clamp_min(EPS)
         routed = weights.mean()
