@@ -146,6 +146,9 @@ class CQLConfig:
     # benchmarks, docs/LEARNING.md, the learner study, section 7). The term is normalised over the transitions it keeps
     # (all routed ones for "success_else_mean"), so alpha keeps its scale.
     conservative_weighting: ConservativeWeighting = "uniform"
+    # With conservative_weighting "success": the weight of the term on transitions of episodes that did not succeed
+    # for the target task (0 = left out, as filtered_bc; 1 = every transition, as "uniform").
+    failed_episode_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.target_bounds is not None:
@@ -176,6 +179,13 @@ class CQLConfig:
         if self.conservative_weighting not in CONSERVATIVE_WEIGHTINGS:
             valid = list(CONSERVATIVE_WEIGHTINGS)
             raise ValueError(f"conservative_weighting={self.conservative_weighting!r}: must be one of {valid}")
+        if not 0.0 <= self.failed_episode_weight <= 1.0:
+            raise ValueError(f"failed_episode_weight={self.failed_episode_weight}: must be in [0, 1]")
+        if self.failed_episode_weight > 0.0 and self.conservative_weighting != "success":
+            raise ValueError(
+                f"failed_episode_weight={self.failed_episode_weight} applies to conservative_weighting 'success', "
+                f"not {self.conservative_weighting!r}"
+            )
 
 
 @dataclass

@@ -126,7 +126,9 @@ def elementwise_td_loss(q_data: Tensor, targets: Tensor, kind: str = "huber") ->
     return loss.sum(dim=0)
 
 
-def conservative_weights(rule: str, weights: Tensor, q: Tensor, actions: Tensor, episode_successes: Tensor) -> Tensor:
+def conservative_weights(
+    rule: str, weights: Tensor, q: Tensor, actions: Tensor, episode_successes: Tensor, failed_weight: float = 0.0
+) -> Tensor:
     """Weights [T_src, B, T_tgt] of the conservative term: the routing weights, kept where ``rule`` keeps a transition.
 
     Args:
@@ -139,12 +141,14 @@ def conservative_weights(rule: str, weights: Tensor, q: Tensor, actions: Tensor,
         actions: int64 [T_src, B] data actions.
         episode_successes: [T_src, B, T_tgt] 1 where the transition's episode succeeded for the target task (0 where
             that is unknown, e.g. for UDS-shared data).
+        failed_weight: with "success", the weight kept on the other transitions (0 = none, 1 = as "uniform").
     """
     weights = weights.detach()
     if rule == "uniform":
         return weights
     if rule in ("success", "success_else_mean"):
-        return weights * (episode_successes.detach().float() > 0)
+        succeeded = (episode_successes.detach() > 0).float()
+        return weights * (succeeded + failed_weight * (1.0 - succeeded))
     if rule == "advantage":
         q = q.detach().min(dim=0).values  # [T_src, B, T_tgt, A]
         value = (q.softmax(dim=-1) * q).sum(dim=-1)

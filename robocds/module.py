@@ -278,7 +278,12 @@ class MultiTaskCQL(LightningModule):
                 low, high = cfg.target_bounds
                 targets = targets.clamp(cfg.reward_scale * low, cfg.reward_scale * high)
             conservative = conservative_weights(
-                cfg.conservative_weighting, routing.weights, q, batch[BATCH_ACTION], successes
+                cfg.conservative_weighting,
+                routing.weights,
+                q,
+                batch[BATCH_ACTION],
+                successes,
+                cfg.failed_episode_weight,
             )
         mean_elsewhere = cfg.conservative_weighting == "success_else_mean"
         terms = cql_terms(

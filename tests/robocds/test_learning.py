@@ -262,6 +262,24 @@ def test_success_weighted_conservative_term_skips_failed_episodes_and_keeps_the_
         CQLConfig(conservative_weighting="successes")  # type: ignore[arg-type]
 
 
+def test_failed_episode_weight_interpolates_between_success_and_uniform() -> None:
+    batch = make_batch(num_tasks=3, batch_size=6)
+    batch["episode_successes"] = (torch.arange(3 * 6 * 3).view(3, 6, 3) % 2).float()  # half the episodes solved
+    router = SharingRouter(SharingConfig(mode="none"))
+    uniform = tiny_model(augment_pad=0)
+    losses = {}
+    for weight in (0.0, 0.5, 1.0):
+        model = tiny_model(augment_pad=0, conservative_weighting="success", failed_episode_weight=weight)
+        model.load_state_dict(uniform.state_dict())
+        losses[weight] = model.compute_terms(batch, router)[0].cql_loss.item()
+    assert losses[1.0] == pytest.approx(uniform.compute_terms(batch, router)[0].cql_loss.item(), rel=1e-6)
+    assert min(losses[0.0], losses[1.0]) < losses[0.5] < max(losses[0.0], losses[1.0])
+    with pytest.raises(ValueError, match="failed_episode_weight=1.5: must be in"):
+        CQLConfig(conservative_weighting="success", failed_episode_weight=1.5)
+    with pytest.raises(ValueError, match="failed_episode_weight=0.5 applies to conservative_weighting 'success'"):
+        CQLConfig(failed_episode_weight=0.5)
+
+
 def test_a_checkpoint_written_before_the_head_settings_existed_loads_as_it_was_trained(tmp_path) -> None:
     # Its stored cql dict lacks head_layernorm, conservative_weighting and reward_scale: it gets their values from
     # before they existed (no LayerNorm, uniform, 1), whatever today's defaults are, and its tensors load.
