@@ -147,7 +147,10 @@ class CQLConfig:
     # (all routed ones for "success_else_mean"), so alpha keeps its scale.
     conservative_weighting: ConservativeWeighting = "uniform"
     # With conservative_weighting "success": the weight of the term on transitions of episodes that did not succeed
-    # for the target task (0 = left out, as filtered_bc; 1 = every transition, as "uniform").
+    # for the target task (0 = left out, as filtered_bc; 1 = every transition, as "uniform"); "uniform" weighs every
+    # transition 1 whatever it is. The packaged configs ship "success" at 0.5 (train/configs/base.yaml; the learner
+    # study, section 10); the code defaults stay plain CQL, so modules built in code and old checkpoints train as
+    # before.
     failed_episode_weight: float = 0.0
 
     def __post_init__(self) -> None:
@@ -181,10 +184,10 @@ class CQLConfig:
             raise ValueError(f"conservative_weighting={self.conservative_weighting!r}: must be one of {valid}")
         if not 0.0 <= self.failed_episode_weight <= 1.0:
             raise ValueError(f"failed_episode_weight={self.failed_episode_weight}: must be in [0, 1]")
-        if self.failed_episode_weight > 0.0 and self.conservative_weighting != "success":
+        if self.failed_episode_weight > 0.0 and self.conservative_weighting in ("success_else_mean", "advantage"):
             raise ValueError(
                 f"failed_episode_weight={self.failed_episode_weight} applies to conservative_weighting 'success', "
-                f"not {self.conservative_weighting!r}"
+                f"not {self.conservative_weighting!r} (with it, also pass --model.cql.failed_episode_weight 0)"
             )
 
 

@@ -277,7 +277,8 @@ def test_failed_episode_weight_interpolates_between_success_and_uniform() -> Non
     with pytest.raises(ValueError, match="failed_episode_weight=1.5: must be in"):
         CQLConfig(conservative_weighting="success", failed_episode_weight=1.5)
     with pytest.raises(ValueError, match="failed_episode_weight=0.5 applies to conservative_weighting 'success'"):
-        CQLConfig(failed_episode_weight=0.5)
+        CQLConfig(conservative_weighting="advantage", failed_episode_weight=0.5)
+    assert CQLConfig(failed_episode_weight=0.5).conservative_weighting == "uniform"  # every transition weighs 1
 
 
 def test_a_checkpoint_written_before_the_head_settings_existed_loads_as_it_was_trained(tmp_path) -> None:
