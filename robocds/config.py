@@ -149,7 +149,7 @@ class CQLConfig:
     # With conservative_weighting "success": the weight of the term on transitions of episodes that did not succeed
     # for the target task (0 = left out, as filtered_bc; 1 = every transition, as "uniform"); "uniform" weighs every
     # transition 1 whatever it is. The packaged configs ship "success" at 0.25 (train/configs/base.yaml; the learner
-    # study, section 10); the code defaults stay plain CQL, so modules built in code and old checkpoints train as
+    # study's rounds 26-28, docs/results/learner/README.md); the code defaults stay plain CQL, so modules built in code and old checkpoints train as
     # before.
     failed_episode_weight: float = 0.0
 

@@ -225,10 +225,11 @@ def test_with_the_default_penalty_the_optimal_action_still_ranks_first() -> None
 
 
 def test_with_the_packaged_success_weighting_the_optimal_action_still_ranks_first() -> None:
-    # The packaged configs weigh the term at half on transitions of episodes that failed the task (here: those that
-    # do not land on its goal). Smallest gap between the optimal and the next action, in units of the return: 0.016
-    # over seeds 0-1 (0.0084 with the uniform term): the goal-reaching actions are pulled up twice as hard.
-    q = learned_q(train(CQLConfig(conservative_weighting="success", failed_episode_weight=0.5, **FAST), STEPS, seed=0))
+    # The packaged configs weigh the term at a quarter on transitions of episodes that failed the task (here: those
+    # that do not land on its goal). Smallest gap between the optimal and the next action, in units of the return:
+    # 0.021 on seed 0 (0.016 at half weight, 0.0084 with the uniform term): the goal-reaching actions pull harder.
+    weighting = {"conservative_weighting": "success", "failed_episode_weight": 0.25}
+    q = learned_q(train(CQLConfig(**weighting, **FAST), STEPS, seed=0))
     assert_the_optimal_action_ranks_first(q)
 
 

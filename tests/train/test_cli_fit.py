@@ -186,7 +186,7 @@ def test_fit_on_a_generated_tiny_dataset_with_the_packaged_configs(tmp_path: Pat
     assert cli.model.task_names == list(cli.datamodule.task_names) and cli.model.image_size == 32
     # The packaged base config decays the learning rate to 0 over the run (the learner study, section 9).
     assert cli.model.lr_schedule == "cosine" and cli.trainer.optimizers[0].param_groups[0]["lr"] == 0.0
-    # ... and weighs failed episodes' transitions at a quarter in the conservative term (section 10).
+    # ... and weighs failed episodes' transitions at a quarter in the conservative term (learner rounds 26-28).
     cql = cli.model.cql_config
     assert (cql.conservative_weighting, cql.failed_episode_weight) == ("success", 0.25)
     assert (tmp_path / "runs" / "cds" / "version_0" / "checkpoints" / "best.ckpt").is_file()
