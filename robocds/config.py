@@ -149,8 +149,8 @@ class CQLConfig:
     # With conservative_weighting "success": the weight of the term on transitions of episodes that did not succeed
     # for the target task (0 = left out, as filtered_bc; 1 = every transition, as "uniform"); "uniform" weighs every
     # transition 1 whatever it is. The packaged configs ship "success" at 0.25 (train/configs/base.yaml; the learner
-    # study's rounds 26-28, docs/results/learner/README.md); the code defaults stay plain CQL, so modules built in code and old checkpoints train as
-    # before.
+    # study's rounds 26-28, docs/results/learner/README.md); the code defaults stay plain CQL, so modules built in
+    # code and old checkpoints train as before.
     failed_episode_weight: float = 0.0
 
     def __post_init__(self) -> None:
