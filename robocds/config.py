@@ -119,6 +119,9 @@ class CQLConfig:
     # LayerNorm on each Q-head's hidden layer (Linear -> LayerNorm -> ReLU -> Linear): bounds the features the
     # output layer reads, hence how far Q can extrapolate.
     head_layernorm: bool = False
+    # Dropout after each Q-head's hidden ReLU, in training only (online and target pass alike, as DroQ): against
+    # values that fit the training episodes and not held-out ones (the learner study's rounds 23-24). 0 = off.
+    head_dropout: float = 0.0
     target: TargetRule = "min"  # next action: "min" = argmax of the target net's min over heads (no extra
     # forward pass); "double" = argmax of the online net (double DQN; one more no-grad encoder pass)
     tau: float = 0.005  # Polyak factor of the target update (1.0 = hard copy)
@@ -169,6 +172,8 @@ class CQLConfig:
             raise ValueError(f"num_q_heads={self.num_q_heads}: must be >= 1")
         if self.head_hidden < 1:
             raise ValueError(f"head_hidden={self.head_hidden}: must be >= 1")
+        if not 0.0 <= self.head_dropout < 1.0:
+            raise ValueError(f"head_dropout={self.head_dropout}: must be in [0, 1)")
         if self.target not in ("min", "double"):
             raise ValueError(f"target={self.target!r}: must be 'min' or 'double'")
         if not 0.0 < self.tau <= 1.0:

@@ -217,6 +217,7 @@ class MultiTaskCQL(LightningModule):
             num_heads=self.cql_config.num_q_heads,
             head_hidden=self.cql_config.head_hidden,
             head_layernorm=self.cql_config.head_layernorm,
+            head_dropout=self.cql_config.head_dropout,
         )
         self.q_target = copy.deepcopy(self.q).requires_grad_(False)
         self.router: Router | None = None  # set by the DataSharing callback

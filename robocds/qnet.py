@@ -9,6 +9,12 @@ from robocds.config import EncoderConfig
 from robocds.encoder import ConvEncoder
 
 
+def head_activation(dropout: float) -> nn.Module:
+    """ReLU, then dropout if ``dropout`` > 0, in one slot of a head, so parameter names never depend on it."""
+    relu = nn.ReLU(inplace=True)
+    return nn.Sequential(relu, nn.Dropout(dropout)) if dropout > 0 else relu
+
+
 class MultiTaskQNetwork(nn.Module):
     """Frames [N, 3, H, W] and proprio [N, P] -> Q-values [K, N, T, A] from one encoder pass.
 
@@ -27,6 +33,7 @@ class MultiTaskQNetwork(nn.Module):
         num_heads: int = 2,
         head_hidden: int = 256,
         head_layernorm: bool = False,
+        head_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         self.num_tasks = num_tasks
@@ -36,7 +43,7 @@ class MultiTaskQNetwork(nn.Module):
             nn.Sequential(
                 nn.Linear(self.encoder.out_dim, head_hidden),
                 *([nn.LayerNorm(head_hidden)] if head_layernorm else []),
-                nn.ReLU(inplace=True),
+                head_activation(head_dropout),
                 nn.Linear(head_hidden, num_tasks * num_actions),
             )
             for _ in range(num_heads)

@@ -76,6 +76,19 @@ def test_head_layernorm_normalises_each_heads_hidden_layer() -> None:
     assert any(isinstance(layer, torch.nn.LayerNorm) for layer in model.q.heads[0])
 
 
+def test_head_dropout_thins_training_passes_only_and_keeps_parameter_names() -> None:
+    model = tiny_model(head_dropout=0.5)
+    assert list(model.state_dict()) == list(tiny_model().state_dict())  # checkpoints load either way
+    images, proprio = torch.randint(0, 255, (4, 3, 16, 16), dtype=torch.uint8), torch.rand(4, 4)
+    model.train()
+    assert not torch.equal(model.q(images, proprio), model.q(images, proprio))  # a fresh mask each pass
+    assert not torch.equal(model.q_target(images, proprio), model.q_target(images, proprio))
+    model.eval()
+    assert torch.equal(model.q(images, proprio), model.q(images, proprio))
+    with pytest.raises(ValueError, match="head_dropout=1.0: must be in"):
+        CQLConfig(head_dropout=1.0)
+
+
 def test_spatial_softmax_finds_a_hot_cell_and_follows_it() -> None:
     pool = SpatialSoftmax(5, 7)
     features = torch.full((1, 2, 5, 7), -30.0)
