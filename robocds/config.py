@@ -120,7 +120,8 @@ class CQLConfig:
     # output layer reads, hence how far Q can extrapolate.
     head_layernorm: bool = False
     # Dropout after each Q-head's hidden ReLU, in training only (online and target pass alike, as DroQ): against
-    # values that fit the training episodes and not held-out ones (the learner study's rounds 23-24). 0 = off.
+    # values that fit the training episodes and not held-out ones. 0 = off: at 0.3 the held-out fit improved but the
+    # data-rich tasks lost 4 points (docs/LEARNING.md, the learner study, section 10).
     head_dropout: float = 0.0
     target: TargetRule = "min"  # next action: "min" = argmax of the target net's min over heads (no extra
     # forward pass); "double" = argmax of the online net (double DQN; one more no-grad encoder pass)
