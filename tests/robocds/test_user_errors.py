@@ -251,7 +251,8 @@ def test_the_error_line_is_the_only_line_on_stderr(bad_files, tmp_path) -> None:
     """No ``pybullet build time``, ``argv[0]=``, ``Seed set to 0``, GPU/TPU or tip lines around the error."""
     cases = {
         "eval imports pybullet": (
-            "robocds-eval", ["--policy", "random", "--tasks", "lift-sphere", "--out", str(tmp_path / "e")]
+            "robocds-eval",
+            ["--policy", "random", "--tasks", "lift-sphere", "--out", str(tmp_path / "e")],
         ),
         "demo imports pybullet": ("robocds-demo", ["--tasks", "lift-sphere", "--out", str(tmp_path / "d")]),
         "fit on a missing dataset": ("robocds", ["fit", "--config", "base", "--data.root", str(bad_files["empty"])]),
