@@ -156,6 +156,10 @@ class CQLConfig:
     # study's rounds 26-28, docs/results/learner/README.md); the code defaults stay plain CQL, so modules built in
     # code and old checkpoints train as before.
     failed_episode_weight: float = 0.0
+    # Weight of DR3's regulariser (robocds.cql.feature_coadaptation) in the loss; 0 = off. It costs an online
+    # forward and backward pass over the next observations. Opt-in: the learner study's round 32
+    # (docs/results/learner/README.md) measures it against the held-out TD error's rise.
+    dr3_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.target_bounds is not None:
@@ -183,6 +187,8 @@ class CQLConfig:
             raise ValueError(f"target_update_period={self.target_update_period}: must be >= 1")
         if self.td_loss not in ("huber", "mse"):
             raise ValueError(f"td_loss={self.td_loss!r}: must be 'huber' or 'mse'")
+        if not self.dr3_weight >= 0.0:
+            raise ValueError(f"dr3_weight={self.dr3_weight}: must be >= 0")
         if self.augment_pad < 0:
             raise ValueError(f"augment_pad={self.augment_pad}: must be >= 0")
         if self.conservative_weighting not in CONSERVATIVE_WEIGHTINGS:

@@ -171,10 +171,31 @@ class CQLTerms:
     # targets' scale as the values are learned from zero.
     td_relative: Tensor
     routed_weight: Tensor  # mean routing weight over all [T_src, B, T_tgt] entries (1 = everything shared)
+    # Mean dot product of consecutive observations' last hidden features (DR3; ``feature_coadaptation``), when
+    # the loss includes it (``CQLConfig.dr3_weight`` > 0), else None.
+    coadaptation: Tensor | None = None
 
     def metrics(self) -> dict[str, Tensor]:
-        """Every term by name, detached (for logging)."""
-        return {name: getattr(self, name).detach() for name in self.__dataclass_fields__}
+        """Every term by name, detached (for logging); terms that were not computed are left out."""
+        values = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        return {name: value.detach() for name, value in values.items() if value is not None}
+
+
+def feature_coadaptation(features: Tensor, next_features: Tensor) -> Tensor:
+    """DR3's explicit regulariser (Kumar et al., ICLR 2022): the mean over heads and transitions of
+    phi(s) . phi(s'), the dot product of the features the Q-values are linear in, for an observation and the next.
+
+    TD learning from a fixed dataset implicitly drives these features of consecutive observations to align,
+    which DR3 measures as the cause of values that fit worse the longer they train; adding this term (with
+    gradient through both observations) counteracts it.
+
+    Args:
+        features, next_features: [K, N, H] (``MultiTaskQNetwork.values_and_features``).
+
+    Returns:
+        scalar.
+    """
+    return (features.float() * next_features.float()).sum(dim=-1).mean()
 
 
 def cql_terms(

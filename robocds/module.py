@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 import numpy as np
@@ -32,6 +32,7 @@ from robocds.cql import (
     conservative_weights,
     cql_terms,
     data_action_values,
+    feature_coadaptation,
     monte_carlo_returns,
     n_step_targets,
     next_state_values,
@@ -247,7 +248,13 @@ class MultiTaskCQL(LightningModule):
             next_images = random_shift(next_images, cfg.augment_pad, generator)
         k, a = cfg.num_q_heads, self.num_actions
         # Loss maths in float32 even under bf16 autocast (logsumexp and small TD errors need the mantissa).
-        q = self.q(images, proprio).float().view(k, t, b, t, a)
+        coadaptation = None
+        if cfg.dr3_weight > 0:
+            q, features = self.q.values_and_features(images, proprio)
+            coadaptation = feature_coadaptation(features, self.q.values_and_features(next_images, next_proprio)[1])
+        else:
+            q = self.q(images, proprio)
+        q = q.float().view(k, t, b, t, a)
         with torch.no_grad():
             next_q = self.q_target(next_images, next_proprio).float().view(k, t, b, t, a)
             next_q_online = None
@@ -290,6 +297,8 @@ class MultiTaskCQL(LightningModule):
         terms = cql_terms(
             q, batch[BATCH_ACTION], targets, routing.weights, cfg.alpha, cfg.td_loss, conservative, mean_elsewhere
         )
+        if coadaptation is not None:
+            terms = replace(terms, loss=terms.loss + cfg.dr3_weight * coadaptation, coadaptation=coadaptation)
         return terms, routing
 
     def compute_bc_terms(self, batch: Mapping[str, Tensor]) -> BCTerms:

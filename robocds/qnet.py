@@ -51,9 +51,15 @@ class MultiTaskQNetwork(nn.Module):
 
     def forward(self, images: Tensor, proprio: Tensor | None = None) -> Tensor:
         """images [N, 3, H, W] uint8, proprio [N, P] -> Q [K, N, T, A]."""
+        return self.values_and_features(images, proprio)[0]
+
+    def values_and_features(self, images: Tensor, proprio: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Q [K, N, T, A] and each head's last hidden layer [K, N, H], the features its Q-values are linear in."""
         features = self.encoder(images, proprio)
         n = features.shape[0]
-        return torch.stack([head(features).view(n, self.num_tasks, self.num_actions) for head in self.heads])
+        hidden = [head[:-1](features) for head in self.heads]
+        q = [head[-1](h).view(n, self.num_tasks, self.num_actions) for head, h in zip(self.heads, hidden)]
+        return torch.stack(q), torch.stack(hidden)
 
 
 @torch.no_grad()

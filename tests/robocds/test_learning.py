@@ -190,6 +190,30 @@ def test_act_accepts_both_layouts_and_numpy() -> None:
         model.act(np.zeros((2, 32, 32, 3), dtype=np.uint8), proprio[:2])
 
 
+def test_dr3_term_is_the_consecutive_features_dot_product_and_enters_the_loss_with_its_weight() -> None:
+    batch = make_batch(num_tasks=3, batch_size=5)
+    router = SharingRouter(SharingConfig(mode="none"))
+    plain, _ = tiny_model(augment_pad=0).compute_terms(batch, router)
+    assert plain.coadaptation is None and "coadaptation" not in plain.metrics()
+    model = tiny_model(augment_pad=0, dr3_weight=0.5)
+    terms, _ = model.compute_terms(batch, router)
+    # Recomputed by hand: each head's hidden layer (Linear, ReLU) on the encoder's features of s and s'.
+    flat = {key: batch[key].flatten(0, 1) for key in ("image", "proprio", "next_image", "next_proprio")}
+    features = model.q.encoder(flat["image"], flat["proprio"])
+    next_features = model.q.encoder(flat["next_image"], flat["next_proprio"])
+    dots = [torch.relu(h[0](features)).mul(torch.relu(h[0](next_features))).sum(-1).mean() for h in model.q.heads]
+    assert terms.coadaptation.item() == pytest.approx(torch.stack(dots).mean().item(), rel=1e-5)
+    assert terms.coadaptation.item() > 0  # post-ReLU features: the term only ever pushes them apart
+    assert terms.loss.item() == pytest.approx(plain.loss.item() + 0.5 * terms.coadaptation.item(), rel=1e-5)
+    assert terms.metrics()["coadaptation"].item() == pytest.approx(terms.coadaptation.item())
+    # Its gradient reaches the encoder through the next observations too (DR3 differentiates both sides).
+    model.q.zero_grad()
+    terms.coadaptation.backward()
+    assert model.q.encoder.convs[0].weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="dr3_weight=-0.1: must be >= 0"):
+        CQLConfig(dr3_weight=-0.1)
+
+
 def test_q_network_overfits_a_tiny_dataset() -> None:
     # gamma = 0: Q of the data action must fit the stored reward of every task.
     model = tiny_model(gamma=0.0, alpha=0.0, td_loss="mse", augment_pad=0, reward_scale=1.0)
