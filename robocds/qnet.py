@@ -51,15 +51,22 @@ class MultiTaskQNetwork(nn.Module):
 
     def forward(self, images: Tensor, proprio: Tensor | None = None) -> Tensor:
         """images [N, 3, H, W] uint8, proprio [N, P] -> Q [K, N, T, A]."""
-        return self.values_and_features(images, proprio)[0]
+        features = self.encoder(images, proprio)
+        return torch.stack([self._per_task(head(features)) for head in self.heads])
 
     def values_and_features(self, images: Tensor, proprio: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """Q [K, N, T, A] and each head's last hidden layer [K, N, H], the features its Q-values are linear in."""
+        """Q [K, N, T, A] and each head's last hidden layer [K, N, H], the features its Q-values are linear in.
+
+        A separate path from ``forward``, so the usual passes (targets, routing, acting) do not keep the hidden
+        layers they never read."""
         features = self.encoder(images, proprio)
-        n = features.shape[0]
         hidden = [head[:-1](features) for head in self.heads]
-        q = [head[-1](h).view(n, self.num_tasks, self.num_actions) for head, h in zip(self.heads, hidden)]
+        q = [self._per_task(head[-1](h)) for head, h in zip(self.heads, hidden)]
         return torch.stack(q), torch.stack(hidden)
+
+    def _per_task(self, outputs: Tensor) -> Tensor:
+        """One head's outputs [N, T * A] -> [N, T, A]."""
+        return outputs.view(outputs.shape[0], self.num_tasks, self.num_actions)
 
 
 @torch.no_grad()
