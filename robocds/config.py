@@ -21,6 +21,7 @@ ThresholdRule = Literal["mean", "percentile"]
 ThresholdSource = Literal["batch", "heldout"]
 TargetRule = Literal["min", "double"]
 TDLoss = Literal["huber", "mse"]
+DR3NextFeatures = Literal["online", "target"]
 # Which transitions CQL's conservative term pulls towards their data action (see CQLConfig.conservative_weighting).
 ConservativeWeighting = Literal["uniform", "success", "success_else_mean", "advantage"]
 CONSERVATIVE_WEIGHTINGS: tuple[str, ...] = get_args(ConservativeWeighting)
@@ -160,6 +161,10 @@ class CQLConfig:
     # forward and backward pass over the next observations. Opt-in: the learner study's round 32
     # (docs/results/learner/README.md) measures it against the held-out TD error's rise.
     dr3_weight: float = 0.0
+    # Whose features of the next observation DR3's term reads: "online" (the paper's; gradient through both
+    # observations, one more online forward and backward pass over the next frames) or "target" (the target
+    # network's, from the pass the TD targets already make: gradient through phi(s) only, no extra pass).
+    dr3_next_features: DR3NextFeatures = "online"
 
     def __post_init__(self) -> None:
         if self.target_bounds is not None:
@@ -189,6 +194,8 @@ class CQLConfig:
             raise ValueError(f"td_loss={self.td_loss!r}: must be 'huber' or 'mse'")
         if not self.dr3_weight >= 0.0:
             raise ValueError(f"dr3_weight={self.dr3_weight}: must be >= 0")
+        if self.dr3_next_features not in ("online", "target"):
+            raise ValueError(f"dr3_next_features={self.dr3_next_features!r}: must be 'online' or 'target'")
         if self.augment_pad < 0:
             raise ValueError(f"augment_pad={self.augment_pad}: must be >= 0")
         if self.conservative_weighting not in CONSERVATIVE_WEIGHTINGS:

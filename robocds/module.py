@@ -248,15 +248,20 @@ class MultiTaskCQL(LightningModule):
             next_images = random_shift(next_images, cfg.augment_pad, generator)
         k, a = cfg.num_q_heads, self.num_actions
         # Loss maths in float32 even under bf16 autocast (logsumexp and small TD errors need the mantissa).
-        coadaptation = None
-        if cfg.dr3_weight > 0:
+        dr3, next_features = cfg.dr3_weight > 0, None
+        if dr3:
             q, features = self.q.values_and_features(images, proprio)
-            coadaptation = feature_coadaptation(features, self.q.values_and_features(next_images, next_proprio)[1])
+            if cfg.dr3_next_features == "online":
+                next_features = self.q.values_and_features(next_images, next_proprio)[1]
         else:
             q = self.q(images, proprio)
         q = q.float().view(k, t, b, t, a)
         with torch.no_grad():
-            next_q = self.q_target(next_images, next_proprio).float().view(k, t, b, t, a)
+            if dr3 and cfg.dr3_next_features == "target":  # the targets' own pass gives phi(s'): no extra one
+                next_q, next_features = self.q_target.values_and_features(next_images, next_proprio)
+            else:
+                next_q = self.q_target(next_images, next_proprio)
+            next_q = next_q.float().view(k, t, b, t, a)
             next_q_online = None
             if cfg.target == "double":
                 next_q_online = self.q(next_images, next_proprio).float().view(k, t, b, t, a)
@@ -297,7 +302,8 @@ class MultiTaskCQL(LightningModule):
         terms = cql_terms(
             q, batch[BATCH_ACTION], targets, routing.weights, cfg.alpha, cfg.td_loss, conservative, mean_elsewhere
         )
-        if coadaptation is not None:
+        if dr3:
+            coadaptation = feature_coadaptation(features, next_features)
             terms = replace(terms, loss=terms.loss + cfg.dr3_weight * coadaptation, coadaptation=coadaptation)
         return terms, routing
 

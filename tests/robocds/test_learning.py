@@ -214,6 +214,34 @@ def test_dr3_term_is_the_consecutive_features_dot_product_and_enters_the_loss_wi
         CQLConfig(dr3_weight=-0.1)
 
 
+def test_dr3_on_the_target_networks_next_features_adds_no_pass_and_differentiates_phi_s_only() -> None:
+    batch = make_batch(num_tasks=3, batch_size=5)
+    router = SharingRouter(SharingConfig(mode="none"))
+    plain, model = tiny_model(augment_pad=0), tiny_model(augment_pad=0, dr3_weight=0.5, dr3_next_features="target")
+    with torch.no_grad():  # a target network apart from the online one, so the test sees whose features are read
+        for m in (plain, model):
+            for p in m.q_target.parameters():
+                p.mul_(0.5)
+    plain_terms, _ = plain.compute_terms(batch, router)
+    online_passes = []
+    model.q.encoder.register_forward_hook(lambda *_: online_passes.append(1))
+    terms, _ = model.compute_terms(batch, router)
+    assert len(online_passes) == 1  # phi(s) only: the next frames go through the target network alone
+    flat = {key: batch[key].flatten(0, 1) for key in ("image", "proprio", "next_image", "next_proprio")}
+    features = model.q.encoder(flat["image"], flat["proprio"])
+    next_features = model.q_target.encoder(flat["next_image"], flat["next_proprio"])
+    heads = zip(model.q.heads, model.q_target.heads)
+    dots = [torch.relu(h[0](features)).mul(torch.relu(g[0](next_features))).sum(-1).mean() for h, g in heads]
+    assert terms.coadaptation.item() == pytest.approx(torch.stack(dots).mean().item(), rel=1e-5)
+    assert terms.loss.item() == pytest.approx(plain_terms.loss.item() + 0.5 * terms.coadaptation.item(), rel=1e-5)
+    model.q.zero_grad()
+    terms.coadaptation.backward()
+    assert model.q.encoder.convs[0].weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in model.q_target.parameters())
+    with pytest.raises(ValueError, match="dr3_next_features='both': must be 'online' or 'target'"):
+        CQLConfig(dr3_next_features="both")
+
+
 def test_q_network_overfits_a_tiny_dataset() -> None:
     # gamma = 0: Q of the data action must fit the stored reward of every task.
     model = tiny_model(gamma=0.0, alpha=0.0, td_loss="mse", augment_pad=0, reward_scale=1.0)
