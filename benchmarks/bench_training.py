@@ -140,9 +140,11 @@ def synthetic_batch(shapes: Shapes, device: str) -> dict[str, torch.Tensor]:
     return {k: v.to(device) for k, v in batch.items()}
 
 
-def make_update(shapes: Shapes, mode: str, device: str, encoder: EncoderConfig | None = None) -> Callable[[dict], None]:
+def make_update(
+    shapes: Shapes, mode: str, device: str, encoder: EncoderConfig | None = None, cql: CQLConfig | None = None
+) -> Callable[[dict], None]:
     """One optimizer step of the learner, as Lightning runs it (bf16 autocast on CUDA, as --config gpu);
-    ``encoder``: the default one unless given."""
+    ``encoder`` / ``cql``: the defaults unless given."""
     torch.manual_seed(0)  # same initial weights for every variant
     model = MultiTaskCQL(
         num_tasks=shapes.tasks,
@@ -150,7 +152,7 @@ def make_update(shapes: Shapes, mode: str, device: str, encoder: EncoderConfig |
         image_size=shapes.image_size,
         proprio_dim=PROPRIO_DIM,
         encoder=encoder or EncoderConfig(),
-        cql=CQLConfig(),
+        cql=cql or CQLConfig(),
     ).to(device)
     model.train()
     router = SharingRouter(SharingConfig(mode=mode))
@@ -185,16 +187,25 @@ def measure_updates(shapes: Shapes, device: str, rounds: int, warmup: int) -> di
         sync()
         return time.perf_counter() - start
 
+    times = interleaved_times(list(updates), run, rounds, warmup)
+    use_path("new")
+    return times
+
+
+def interleaved_times(
+    names: list[str], run: Callable[[str], float], rounds: int, warmup: int
+) -> dict[str, list[float]]:
+    """``run(name)``'s seconds for every name: ``warmup`` untimed passes, then ``rounds`` rounds in shuffled order
+    (machine noise hits every variant alike)."""
     for _ in range(warmup):
-        for name in updates:
+        for name in names:
             run(name)
-    times: dict[str, list[float]] = {name: [] for name in updates}
-    order, rng = list(updates), random.Random(0)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    order, rng = list(names), random.Random(0)
     for _ in range(rounds):
         rng.shuffle(order)
         for name in order:
             times[name].append(run(name))
-    use_path("new")
     return times
 
 

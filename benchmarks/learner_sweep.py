@@ -3,6 +3,7 @@
     python benchmarks/learner_sweep.py run --data <dataset> --store <folder> --setting alpha0.1 \
         --seeds 0 1 2 --configs no_sharing scale_cpu scale_evidence -- --model.cql.alpha 0.1
     python benchmarks/learner_sweep.py table --store <folder> --data <dataset> [--reference baseline --group data_rich]
+        [--seeds 0 1 2]
 
 ``run`` trains ``robocds fit --config base --config <configs...> <overrides>`` for every seed, evaluates the last
 checkpoint with ``robocds-eval`` on evaluation seeds, and keeps one small JSON record per (setting, seed) in
@@ -144,7 +145,8 @@ def table(args: argparse.Namespace) -> None:
     records: dict[str, list[dict]] = {}
     for path in sorted((Path(args.store) / "records").glob("*.json")):
         record = json.loads(path.read_text())
-        records.setdefault(record["setting"], []).append(record)
+        if args.seeds is None or record["seed"] in args.seeds:
+            records.setdefault(record["setting"], []).append(record)
     tasks = list(manifest.task_names)
     groups["all"] = tasks
     own = {task.name: task.success_rate for task in manifest.tasks}
@@ -220,6 +222,7 @@ def main() -> None:
     table_parser.add_argument("--data", required=True, help="the dataset the sweep trained on (groups, own success)")
     table_parser.add_argument("--order", nargs="+", help="settings in this order (default: sorted)")
     table_parser.add_argument("--per-task", action="store_true", help="also a per-task table")
+    table_parser.add_argument("--seeds", type=int, nargs="+", help="only these seeds' records (same-seed comparisons)")
     table_parser.add_argument("--reference", help="also rliable's intervals, and P(X > this setting)")
     table_parser.add_argument("--group", default="all", help="the task group the intervals are over (default: all)")
     args = parser.parse_args()

@@ -66,6 +66,7 @@ from robocds.module import MultiTaskCQL
 from robocds.train.checkpoint_io import AtomicCheckpointIO
 from robocds.train.layout import BEST_CHECKPOINT, CONFIG_DIR, CSV_FOLDER, LAST_CHECKPOINT, RunLayout
 from robocds.train.resume import ContinuedCSVLogger, ExactResume, checkpoint_step
+from robocds.train.run_config import SaveRunConfig
 
 DEFAULT_RUNS_DIR = "runs"
 LINKED_FROM_DATA = ("num_tasks", "num_actions", "image_size", "proprio_dim", "task_names", "env")
@@ -221,6 +222,7 @@ class RoboCDSCLI(LightningCLI):
         # The optimizer is a constructor argument of the model (OptimizerCallable), not a CLI-level group.
         kwargs.setdefault("auto_configure_optimizers", False)
         kwargs.setdefault("seed_everything_default", 0)
+        kwargs.setdefault("save_config_callback", SaveRunConfig)
         defaults = kwargs.setdefault("trainer_defaults", {})
         defaults["callbacks"] = [
             *_as_list(defaults.get("callbacks")),

@@ -12,6 +12,7 @@ import torch
 import yaml
 
 from robocds.checkpoint import load_module
+from robocds.errors import ConfigError
 from robocds.module import MultiTaskCQL
 from robocds.train.cli import CONFIG_DIR, RoboCDSCLI, resolve_config_args
 
@@ -155,6 +156,25 @@ def test_validate_from_checkpoint(base_config: str, tmp_path: Path) -> None:
     args = ["validate", "--config", base_config, "--config", "sharing_all", *TINY[:4], "--trainer.accelerator=cpu"]
     cli = RoboCDSCLI(args=resolve_config_args([*args, f"--runs_dir={tmp_path / 'runs'}", f"--ckpt_path={ckpt}"]))
     assert "val/td_loss" in cli.trainer.callback_metrics
+
+
+def test_without_loggers_validate_records_nothing_and_a_second_fit_refuses_in_one_line(
+    base_config: str, tmp_path: Path
+) -> None:
+    fit(base_config, ["--config", "sharing_all"], tmp_path / "runs")
+    ckpt = tmp_path / "runs" / "all" / "version_0" / "checkpoints" / "last.ckpt"
+    here = tmp_path / "here"
+    no_logs = ["--trainer.logger=false", f"--trainer.default_root_dir={here}", "--config", "sharing_all", *TINY[:4]]
+    for _ in range(2):  # the second call is the one Lightning refused (config.yaml of the first)
+        args = ["validate", "--config", base_config, *no_logs, f"--ckpt_path={ckpt}"]
+        cli = RoboCDSCLI(args=resolve_config_args(args))
+        assert "val/td_loss" in cli.trainer.callback_metrics
+    assert not (here / "config.yaml").exists()
+    fit(base_config, [], None, *no_logs)
+    assert (here / "config.yaml").is_file()
+    with pytest.raises(ConfigError, match=rf"^{here / 'config.yaml'}: the config of an earlier run is there") as err:
+        fit(base_config, [], None, *no_logs)
+    assert "\n" not in str(err.value)
 
 
 def test_python_m_entry_point_lists_the_subcommands() -> None:
