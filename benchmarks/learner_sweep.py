@@ -71,6 +71,7 @@ def diagnostics(metrics_csv: Path) -> dict[str, float | None]:
         "val_td_series": curve("val/td_loss"),
         "val_td_relative_series": curve("val/td_relative"),
         "val_q_data_series": curve("val/q_data"),
+        "val_target_series": curve("val/target"),
         "val_coadaptation_series": curve("val/coadaptation"),  # empty unless the DR3 term is on
     }
 
