@@ -14,13 +14,12 @@ every N steps (``--every``, the packaged config's 100).
 from __future__ import annotations
 
 import argparse
-import random
 import statistics
 import time
 from dataclasses import replace
 
 import torch
-from bench_training import SCALES, make_update, synthetic_batch
+from bench_training import SCALES, interleaved_times, make_update, synthetic_batch
 
 from robocds.callbacks import own_data_values
 from robocds.config import CQLConfig
@@ -57,15 +56,7 @@ def main() -> None:
         sync()
         return time.perf_counter() - start
 
-    for _ in range(args.warmup):
-        for name in work:
-            timed(name)
-    times: dict[str, list[float]] = {name: [] for name in work}
-    order, rng = list(work), random.Random(0)
-    for _ in range(args.rounds):
-        rng.shuffle(order)
-        for name in order:
-            times[name].append(timed(name))
+    times = interleaved_times(list(work), timed, args.rounds, args.warmup)
     step, estimate = (statistics.median(times[name]) * 1000 for name in ("step", "estimate"))
     frames = args.val_batches * shapes.tasks * val_shapes.batch_size
     print(f"scale {shapes.name} (T={shapes.tasks}, B={shapes.batch_size}, {shapes.image_size}x{shapes.image_size}), "
