@@ -26,13 +26,14 @@ class SaveRunConfig(SaveConfigCallback):
         if trainer.logger is None and stage != "fit":
             self.already_saved = True
             return None
-        config_path = os.path.join(trainer.log_dir, self.config_filename)
-        # Decided on rank 0 and broadcast, as upstream, so every rank raises together (no rank waits for another).
-        exists = os.path.isfile(config_path) if trainer.is_global_zero else False
-        if not self.overwrite and trainer.strategy.broadcast(exists):
-            raise ConfigError(
-                f"{config_path}: the config of an earlier run is there (the loggers are off, so every run records "
-                "its config in --trainer.default_root_dir); give a new --trainer.default_root_dir or keep the "
-                "default loggers (one version folder a run)"
-            )
+        if not self.overwrite:  # a resumed run overwrites its own config: nothing to check
+            config_path = os.path.join(trainer.log_dir, self.config_filename)
+            # Decided on rank 0 and broadcast, as upstream, so every rank raises together (none waits for another).
+            exists = os.path.isfile(config_path) if trainer.is_global_zero else False
+            if trainer.strategy.broadcast(exists):
+                raise ConfigError(
+                    f"{config_path}: the config of an earlier run is there (each run records its config in its log "
+                    "folder, --trainer.default_root_dir when the loggers are off); give the run a folder of its own: "
+                    "a new --trainer.default_root_dir, or the default loggers (one version folder a run)"
+                )
         return super().setup(trainer, pl_module, stage)
