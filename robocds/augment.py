@@ -1,4 +1,5 @@
-"""Image augmentation: DrQ random shift (pad by ``pad`` pixels with edge replication, crop back at random).
+"""Image augmentation: DrQ random shift (pad by ``pad`` pixels with edge replication, crop back at random), and
+photometric jitter (each frame's brightness and contrast scaled at random).
 
 torchvision's ``RandomCrop(padding_mode="edge")`` draws one crop for the whole batch; DrQ needs an
 independent shift per image, so the shift is done here: replicate padding, then one row copy that
@@ -67,3 +68,26 @@ def random_shift(images: Tensor, pad: int, generator: torch.Generator | None = N
     n = images.shape[0]
     offsets = torch.randint(-pad, pad + 1, (2, n), device=images.device, generator=generator)
     return shift_images(images, offsets[0], offsets[1], max_shift=pad)
+
+
+def random_intensity(images: Tensor, strength: float, generator: torch.Generator | None = None) -> Tensor:
+    """Photometric jitter: scale each image's brightness and contrast by its own factors in [1 - s, 1 + s].
+
+    Unlike the shift it leaves every pixel where it was: it perturbs what the frames look like, not where the
+    gripper and the object are in them. Colours keep their ratios (one factor for all three channels).
+
+    Args:
+        images: [N, C, H, W], uint8 (0-255) or float in [0, 1].
+        strength: s in [0, 1); 0 returns ``images`` unchanged.
+        generator: optional random generator (on the images' device).
+
+    Returns:
+        [N, C, H, W] float32 in [0, 1] (the encoder's float input), or ``images`` itself when s is 0.
+    """
+    if strength == 0.0:
+        return images
+    frames = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
+    factors = torch.rand((2, frames.shape[0], 1, 1, 1), device=frames.device, generator=generator)
+    brightness, contrast = (1.0 - strength) + 2.0 * strength * factors
+    mean = frames.mean(dim=(1, 2, 3), keepdim=True)
+    return ((frames - mean) * contrast + mean * brightness).clamp_(0.0, 1.0)

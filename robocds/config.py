@@ -130,6 +130,9 @@ class CQLConfig:
     target_update_period: int = 1  # update the target network every this many optimizer steps
     td_loss: TDLoss = "huber"  # elementwise TD loss: Huber (delta 1) or squared error
     augment_pad: int = 4  # DrQ random shift in pixels (replicate padding) during training; 0 turns it off
+    # Photometric jitter during training: each frame's brightness and contrast scaled by its own factors in
+    # [1 - s, 1 + s], after the shift; pixels stay where they are. 0 = off (the learner study's round 39 measures it).
+    augment_jitter: float = 0.0
     # Clamp TD targets to the returns the task can achieve: with reward 1 on the terminal success step and 0
     # otherwise, Q* lies in [0, 1]; bootstrapping past that bound is pure over-estimation. None: no clamp.
     target_bounds: tuple[float, float] | None = None
@@ -198,6 +201,8 @@ class CQLConfig:
             raise ValueError(f"dr3_next_features={self.dr3_next_features!r}: must be 'online' or 'target'")
         if self.augment_pad < 0:
             raise ValueError(f"augment_pad={self.augment_pad}: must be >= 0")
+        if not 0.0 <= self.augment_jitter < 1.0:
+            raise ValueError(f"augment_jitter={self.augment_jitter}: must be in [0, 1)")
         if self.conservative_weighting not in CONSERVATIVE_WEIGHTINGS:
             valid = list(CONSERVATIVE_WEIGHTINGS)
             raise ValueError(f"conservative_weighting={self.conservative_weighting!r}: must be one of {valid}")

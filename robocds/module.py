@@ -14,7 +14,7 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor
 
-from robocds.augment import random_shift
+from robocds.augment import random_intensity, random_shift
 from robocds.batch import as_chw_batch, check_batch, flatten_rows
 from robocds.bc import BCTerms, bc_terms, bc_weights
 from robocds.config import (
@@ -242,10 +242,7 @@ class MultiTaskCQL(LightningModule):
         cfg = self.cql_config
         images, next_images = flatten_rows(batch[BATCH_IMAGE]), flatten_rows(batch[BATCH_NEXT_IMAGE])
         proprio, next_proprio = flatten_rows(batch[BATCH_PROPRIO]), flatten_rows(batch[BATCH_NEXT_PROPRIO])
-        if self.training and cfg.augment_pad > 0:
-            generator = self._augment_generator(images.device)
-            images = random_shift(images, cfg.augment_pad, generator)
-            next_images = random_shift(next_images, cfg.augment_pad, generator)
+        images, next_images = self._augmented(images, next_images)
         k, a = cfg.num_q_heads, self.num_actions
         # Loss maths in float32 even under bf16 autocast (logsumexp and small TD errors need the mantissa).
         dr3, next_features = cfg.dr3_weight > 0, None
@@ -313,11 +310,20 @@ class MultiTaskCQL(LightningModule):
         t, b = check_batch(batch, self.num_tasks, self.image_size, self.proprio_dim)
         cfg = self.cql_config
         images, proprio = flatten_rows(batch[BATCH_IMAGE]), flatten_rows(batch[BATCH_PROPRIO])
-        if self.training and cfg.augment_pad > 0:
-            images = random_shift(images, cfg.augment_pad, self._augment_generator(images.device))
+        (images,) = self._augmented(images)
         q = self.q(images, proprio).float().view(cfg.num_q_heads, t, b, t, self.num_actions)
         weights = bc_weights(batch[BATCH_EPISODE_SUCCESSES], filtered=self.objective == "filtered_bc")
         return bc_terms(q, batch[BATCH_ACTION], weights)
+
+    def _augmented(self, *frames: Tensor) -> tuple[Tensor, ...]:
+        """The frames as training sees them: each shifted, then jittered, on its own draw; as given outside training."""
+        cfg = self.cql_config
+        if not self.training or (cfg.augment_pad == 0 and cfg.augment_jitter == 0.0):
+            return frames
+        generator = self._augment_generator(frames[0].device)
+        return tuple(
+            random_intensity(random_shift(f, cfg.augment_pad, generator), cfg.augment_jitter, generator) for f in frames
+        )
 
     def _augment_generator(self, device: torch.device) -> torch.Generator:
         """The generator of this training batch's shifts, seeded from (seed, rank, batch count) alone."""

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from synthetic_batches import TINY_ENCODER, make_batch
 
-from robocds.augment import random_shift, shift_images
+from robocds.augment import random_intensity, random_shift, shift_images
 from robocds.config import CQLConfig, EncoderConfig, SharingConfig
 from robocds.cql import data_action_values
 from robocds.encoder import ConvEncoder, SpatialSoftmax
@@ -56,6 +56,34 @@ def test_random_shift_keeps_uint8_shape_and_is_off_at_zero_pad() -> None:
     assert out.shape == images.shape and out.dtype == torch.uint8
     assert not torch.equal(out, images)
     assert random_shift(images, pad=0) is images
+
+
+def test_intensity_jitter_scales_each_frame_within_its_bounds_and_moves_no_pixel() -> None:
+    g = torch.Generator().manual_seed(0)
+    flat = torch.full((64, 3, 6, 6), 100, dtype=torch.uint8)  # mean = every pixel: only the brightness acts
+    out = random_intensity(flat, 0.3, g)
+    assert out.dtype == torch.float32 and out.shape == flat.shape
+    factors = out[:, 0, 0, 0] / (100 / 255)
+    assert factors.min() >= 0.7 - 1e-6 and factors.max() <= 1.3 + 1e-6 and factors.std() > 0.1
+    assert torch.allclose(out, out[:, :1, :1, :1].expand_as(out))  # one factor per frame, all channels alike
+    # A bright dot on a dark frame stays the brightest pixel, at its place, in every jittered copy.
+    dots = torch.full((64, 3, 8, 8), 20, dtype=torch.uint8)
+    dots[:, :, 5, 2] = 200
+    jittered = random_intensity(dots, 0.5, g)
+    assert (jittered.flatten(1).argmax(dim=1) == dots.flatten(1).argmax(dim=1)).all()
+    assert jittered.min() >= 0.0 and jittered.max() <= 1.0
+    assert random_intensity(dots, 0.0) is dots
+    with pytest.raises(ValueError, match=r"augment_jitter=1.0: must be in \[0, 1\)"):
+        CQLConfig(augment_jitter=1.0)
+
+
+def test_intensity_jitter_acts_in_training_only() -> None:
+    batch = make_batch(num_tasks=3, batch_size=5)
+    router = SharingRouter(SharingConfig(mode="none"))
+    plain, jittered = tiny_model(augment_pad=0), tiny_model(augment_pad=0, augment_jitter=0.3)
+    assert jittered.compute_terms(batch, router)[0].loss.item() != plain.compute_terms(batch, router)[0].loss.item()
+    plain.eval(), jittered.eval()
+    assert jittered.compute_terms(batch, router)[0].loss.item() == plain.compute_terms(batch, router)[0].loss.item()
 
 
 def test_q_network_outputs_every_head_task_and_action() -> None:
